@@ -1,0 +1,1 @@
+"""The embedded `micro` suite: a synthetic world, a tokenizer and a small Llama built offline."""

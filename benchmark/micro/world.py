@@ -1,0 +1,98 @@
+"""The synthetic world shared by the micro corpus and the micro skills and tasks.
+
+One generator of small "situations" (someone has some items, something happens, a quantity is
+asked for) is rendered in several forms: a story in prose, a question with a worked answer (the
+`math` skill), an instruction with a program (the `code` skill), and a question answered by a
+program (the composite `math_code` task). Keeping the situation apart from its rendering is what
+lets the composite task need exactly the two skills and nothing else.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+NAMES = ["Ann", "Ben", "Cleo", "Dan", "Eva", "Finn", "Gus", "Hana", "Ivy", "Jon", "Kim", "Leo",
+         "Mia", "Ned", "Olga", "Pam", "Quinn", "Rosa", "Sam", "Tess", "Uma", "Vic", "Wes", "Zoe"]
+ITEMS = ["apples", "books", "coins", "pens", "shells", "stamps", "cards", "eggs", "nails",
+         "beads", "cups", "seeds", "bolts", "shirts", "tiles", "ropes"]
+CONTAINERS = ["boxes", "bags", "crates", "jars", "baskets", "trays"]
+
+OPS = ("add", "sub", "mul")
+SYMBOL = {"add": "+", "sub": "-", "mul": "*"}
+
+
+@dataclass(frozen=True)
+class Situation:
+    """A two-number arithmetic situation and the words that dress it."""
+
+    op: str
+    a: int
+    b: int
+    name: str
+    item: str
+    container: str
+
+    @property
+    def answer(self) -> int:
+        return {"add": self.a + self.b, "sub": self.a - self.b, "mul": self.a * self.b}[self.op]
+
+    @property
+    def expression(self) -> str:
+        return f"{self.a} {SYMBOL[self.op]} {self.b}"
+
+
+def draw_number(rng: random.Random, digits: tuple[int, int]) -> int:
+    """A number with between digits[0] and digits[1] digits, uniform over the digit count."""
+    n_digits = rng.randint(*digits)
+    low = 10 ** (n_digits - 1) if n_digits > 1 else 1
+    return rng.randint(low, 10**n_digits - 1)
+
+
+def draw_situation(rng: random.Random, digits: tuple[int, int], op: str | None = None) -> Situation:
+    """A situation whose numbers have `digits` digits (the multiplier stays one or two digits)."""
+    op = op or rng.choice(OPS)
+    a, b = draw_number(rng, digits), draw_number(rng, digits)
+    if op == "sub" and b > a:
+        a, b = b, a
+    if op == "sub" and a == b:
+        a += 1
+    if op == "mul":
+        b = rng.randint(2, 9) if digits[1] <= 2 else rng.randint(2, 99)
+    return Situation(op, a, b, rng.choice(NAMES), rng.choice(ITEMS), rng.choice(CONTAINERS))
+
+
+def story(s: Situation) -> str:
+    """The situation told as a question, as in GSM8K-style word problems."""
+    if s.op == "add":
+        return (f"{s.name} has {s.a} {s.item}. {s.name} gets {s.b} more {s.item}. "
+                f"How many {s.item} does {s.name} have now?")
+    if s.op == "sub":
+        return (f"{s.name} has {s.a} {s.item}. {s.name} gives away {s.b} {s.item}. "
+                f"How many {s.item} does {s.name} have left?")
+    return (f"{s.name} has {s.a} {s.container}. Each of the {s.container} holds {s.b} {s.item}. "
+            f"How many {s.item} does {s.name} have in all?")
+
+
+def story_prose(s: Situation) -> str:
+    """The situation told and resolved in prose: the base's latent knowledge of stories."""
+    told = story(s).rsplit(". ", 1)[0] + "."
+    return f"{told} So {s.name} has {s.answer} {s.item}."
+
+
+def instruction(s: Situation) -> str:
+    """The bare computation asked as a programming instruction (no story)."""
+    phrase = {"add": f"the sum of {s.a} and {s.b}",
+              "sub": f"{s.a} minus {s.b}",
+              "mul": f"the product of {s.a} and {s.b}"}[s.op]
+    return f"Write a program that prints {phrase}."
+
+
+def program(s: Situation) -> str:
+    """The reference program for the situation: it prints the answer when executed."""
+    return f"print({s.expression})"
+
+
+def worked_answer(s: Situation) -> str:
+    """The math skill's worked answer: the expression read off the story, then its value."""
+    return f"{s.expression} = {s.answer}. The answer is {s.answer}."

@@ -1,0 +1,183 @@
+"""Suites: a base model, its skills, its tasks, the training recipe and the seeds.
+
+A suite is a YAML file parsed into frozen pydantic models at the boundary, so the rest of the code
+sees real types (numbers, enums, bools), never strings that mean code. `micro` is embedded in the
+package; `--suite PATH.yaml` loads any other file.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from benchmark.registry import Registry
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def fingerprint(self) -> str:
+        """A short content hash: caches key on it, so any change of recipe rebuilds."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class MicroBase(_Frozen):
+    """A small Llama built and pretrained from scratch on the synthetic corpus (no download)."""
+
+    kind: Literal["micro"] = "micro"
+    vocab_size: int = Field(512, ge=64)
+    hidden_size: int = Field(128, ge=16)
+    intermediate_size: int = Field(512, ge=16)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    max_positions: int = Field(256, ge=32)
+    init_std: float = Field(0.02, gt=0)
+    corpus_documents: int = Field(60_000, ge=100)
+    steps: int = Field(1500, ge=1)
+    batch_size: int = Field(32, ge=1)
+    seq_len: int = Field(128, ge=16)
+    lr: float = Field(3e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    seed: int = 0
+
+
+class HubBase(_Frozen):
+    """A pretrained causal LM loaded with `from_pretrained` (a hub id or a local folder)."""
+
+    kind: Literal["hub"] = "hub"
+    model_id: str
+    revision: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+
+
+BaseSpec = Annotated[Union[MicroBase, HubBase], Field(discriminator="kind")]
+
+
+class LoraRecipe(_Frozen):
+    """How an expert (and the data-mixing LoRA) is trained; one recipe for all, as in the paper."""
+
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    use_rslora: bool = False
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj")
+    lr: float = Field(2e-3, gt=0)
+    steps: int = Field(400, ge=1)
+    batch_size: int = Field(32, ge=1)
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_length: int = Field(160, ge=16)
+
+
+class CatRecipe(_Frozen):
+    """Learned CAT (LoRA Soups): per-module expert weights trained on a sample of skill data."""
+
+    sample_fraction: float = Field(0.05, gt=0, le=1)
+    steps: int = Field(150, ge=1)
+    lr: float = Field(5e-2, gt=0)
+    batch_size: int = Field(16, ge=1)
+
+
+class SkillSpec(_Frozen):
+    """A skill: where its data comes from and how much of it."""
+
+    name: str
+    train_size: int = Field(4000, ge=1)
+    eval_size: int = Field(200, ge=1)
+    source: Literal["synthetic", "files"] = "synthetic"
+    # For source "files": a local path or hub id understood by the skill's data loader.
+    data_path: str | None = None
+
+
+class EvalSpec(_Frozen):
+    """Evaluation settings shared by all tasks (greedy decoding, in-process lm-eval)."""
+
+    limit: int | None = Field(None, ge=1)
+    batch_size: int = Field(64, ge=1)
+    max_gen_toks: int = Field(48, ge=1)
+    sandbox_timeout_s: float = Field(5.0, gt=0)
+
+
+class Suite(_Frozen):
+    """Everything a run grid needs; the suite's fingerprint is part of every cache key."""
+
+    name: str
+    description: str = ""
+    base: BaseSpec
+    skills: tuple[SkillSpec, ...]
+    tasks: tuple[str, ...]
+    expert: LoraRecipe = LoraRecipe()
+    cat: CatRecipe = CatRecipe()
+    eval: EvalSpec = EvalSpec()
+    seeds: tuple[int, ...] = (0, 1, 2)
+    data_seed: int = 1234
+    # Method name -> parameter overrides used for that method in this suite.
+    method_params: dict[str, dict] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Suite":
+        names = [s.name for s in self.skills]
+        if len(set(names)) != len(names):
+            raise ValueError(f"skill names repeat: {names}")
+        if not self.tasks:
+            raise ValueError("a suite needs at least one task")
+        if not self.seeds:
+            raise ValueError("a suite needs at least one seed")
+        return self
+
+    @property
+    def skill_names(self) -> list[str]:
+        return [s.name for s in self.skills]
+
+    def skill(self, name: str) -> SkillSpec:
+        return next(s for s in self.skills if s.name == name)
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used; the message says which file and which field."""
+
+
+def load_suite_file(path: str | Path) -> Suite:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise SuiteError(f"cannot read suite file {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise SuiteError(f"suite file {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise SuiteError(f"suite file {path} must hold a mapping, got {type(raw).__name__}")
+    try:
+        return Suite.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()
+        )
+        raise SuiteError(f"suite file {path} is invalid: {problems}") from None
+
+
+def _embedded_suites() -> Registry[Path]:
+    registry: Registry[Path] = Registry("suite")
+    folder = resources.files("benchmark") / "suites"
+    for entry in folder.iterdir():
+        if entry.name.endswith(".yaml"):
+            registry.add(entry.name[: -len(".yaml")], Path(str(entry)))
+    registry.freeze()
+    return registry
+
+
+SUITES = _embedded_suites()
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """An embedded suite by name (`micro`), or any suite file by path."""
+    if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file():
+        return load_suite_file(name_or_path)
+    return load_suite_file(SUITES.get(name_or_path))

@@ -1,0 +1,60 @@
+"""What a task folder declares, and the registry of task folders.
+
+A task is one folder of `tasks/`: its lm-eval YAML, its metric code, its data builder and this
+metadata (display name, description, primary metric, the skills it needs). A skill is a task whose
+folder can also build training data; its eval task bears the skill's name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tasks as tasks_package
+from benchmark.registry import Registry
+
+# (n, seed) -> documents; eval documents carry "prompt", "target" (a reference completion) and
+# "answer" (the number a correct response yields); training examples carry "prompt", "completion".
+Builder = Callable[[int, int], list[dict]]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    display_name: str
+    description: str
+    skills: tuple[str, ...]
+    primary_metric: str
+    build_eval: Builder
+    build_train: Builder | None = None  # only skills have training data
+    folder: Path | None = None
+
+    @property
+    def kind(self) -> Literal["skill", "composite"]:
+        return "skill" if self.build_train is not None else "composite"
+
+    @property
+    def yaml_path(self) -> Path:
+        assert self.folder is not None
+        return self.folder / f"{self.name}.yaml"
+
+
+def _discover() -> Registry[TaskInfo]:
+    registry: Registry[TaskInfo] = Registry("task")
+    for module in pkgutil.iter_modules(tasks_package.__path__):
+        if not module.ispkg or module.name.startswith("_"):
+            continue
+        package = importlib.import_module(f"tasks.{module.name}")
+        info = getattr(package, "TASK", None)
+        if isinstance(info, TaskInfo):
+            folder = Path(package.__file__).parent
+            registry.add(info.name, TaskInfo(**{**info.__dict__, "folder": folder}))
+    registry.freeze()
+    return registry
+
+
+TASKS = _discover()
