@@ -76,15 +76,6 @@ class LoraRecipe(_Frozen):
     max_length: int = Field(160, ge=16)
 
 
-class CatRecipe(_Frozen):
-    """Learned CAT (LoRA Soups): per-module expert weights trained on a sample of skill data."""
-
-    sample_fraction: float = Field(0.05, gt=0, le=1)
-    steps: int = Field(150, ge=1)
-    lr: float = Field(5e-2, gt=0)
-    batch_size: int = Field(16, ge=1)
-
-
 class SkillSpec(_Frozen):
     """A skill: where its data comes from and how much of it."""
 
@@ -114,11 +105,10 @@ class Suite(_Frozen):
     skills: tuple[SkillSpec, ...]
     tasks: tuple[str, ...]
     expert: LoraRecipe = LoraRecipe()
-    cat: CatRecipe = CatRecipe()
     eval: EvalSpec = EvalSpec()
     seeds: tuple[int, ...] = (0, 1, 2)
     data_seed: int = 1234
-    # Method name -> parameter overrides used for that method in this suite.
+    # Method name -> parameter overrides for this suite (defaults are each method's, from its paper).
     method_params: dict[str, dict] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -1,0 +1,64 @@
+"""The suite's base model: built (micro) or loaded (hub), cached, and handed out as fresh copies."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from benchmark import cache
+from benchmark.micro.model import BUILD_VERSION, build_micro_base
+from benchmark.suite import HubBase, MicroBase, Suite
+from benchmark.taskinfo import TASKS
+
+
+@dataclass
+class BaseModel:
+    """A loaded base: its folder, its fingerprint (part of every expert's cache key) and weights."""
+
+    path: Path
+    fingerprint: str
+    model: PreTrainedModel
+    tokenizer: object
+
+    def fresh(self) -> PreTrainedModel:
+        """An independent copy to merge into or train on; the pristine base stays untouched."""
+        return copy.deepcopy(self.model)
+
+
+def _format_samples(suite: Suite) -> list[str]:
+    samples = []
+    for name in suite.tasks:
+        for doc in TASKS.get(name).build_eval(20, suite.data_seed):
+            samples.append(doc["prompt"] + doc["target"])
+    return samples
+
+
+def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | None = None) -> BaseModel:
+    """Build the micro base once per recipe (cached), or load a pretrained one."""
+    spec = suite.base
+    if isinstance(spec, MicroBase):
+        key = cache.content_hash(spec.model_dump(mode="json"), BUILD_VERSION)
+        folder = cache.cache_dir("base", key)
+        if not cache.is_complete(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            build_micro_base(spec, folder, _format_samples(suite), progress)
+            cache.mark_complete(folder)
+        return _load(folder, f"micro-{key}", torch.float32)
+    assert isinstance(spec, HubBase)
+    dtype = getattr(torch, spec.dtype)
+    model = AutoModelForCausalLM.from_pretrained(spec.model_id, revision=spec.revision, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(spec.model_id, revision=spec.revision)
+    fingerprint = f"{spec.model_id}@{spec.revision or getattr(model.config, '_commit_hash', None) or 'main'}"
+    return BaseModel(Path(spec.model_id), fingerprint, model.eval(), tokenizer)
+
+
+def _load(folder: Path, fingerprint: str, dtype: torch.dtype) -> BaseModel:
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return BaseModel(folder, fingerprint, model, tokenizer)

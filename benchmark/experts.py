@@ -1,0 +1,55 @@
+"""Skill data and experts: each expert trained once per (base, data, recipe, seed), then cached."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+
+from benchmark import cache
+from benchmark.adapters import load_expert
+from benchmark.base_model import BaseModel
+from benchmark.lora import Expert
+from benchmark.suite import Suite
+from benchmark.taskinfo import TASKS
+from benchmark.training import Progress, train_lora
+
+# Bump when expert training changes in a way the recipe's fields do not capture.
+TRAINING_VERSION = 1
+
+
+def skill_training_data(suite: Suite) -> dict[str, list[dict]]:
+    """Each skill's training examples, deterministic given the suite's data seed."""
+    data = {}
+    for skill in suite.skills:
+        info = TASKS.get(skill.name)
+        if info.build_train is None:
+            raise ValueError(f"skill {skill.name!r}: its task folder has no training-data builder")
+        data[skill.name] = info.build_train(skill.train_size, suite.data_seed)
+    return data
+
+
+def expert_key(suite: Suite, base: BaseModel, skill: str, seed: int) -> str:
+    spec = suite.skill(skill)
+    return cache.content_hash(base.fingerprint, spec.model_dump(mode="json"), suite.data_seed,
+                              suite.expert.model_dump(mode="json"), seed, TRAINING_VERSION)
+
+
+def prepare_experts(
+    suite: Suite,
+    base: BaseModel,
+    seed: int,
+    data: dict[str, list[dict]],
+    progress_factory: Callable[[str], Progress] | None = None,
+) -> list[Expert]:
+    """Load each skill's expert from the cache, training (and caching) the missing ones."""
+    experts = []
+    for skill in suite.skill_names:
+        folder = cache.cache_dir("experts", expert_key(suite, base, skill, seed))
+        if not cache.is_complete(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            progress = progress_factory(f"expert {skill} (seed {seed})") if progress_factory else None
+            model = train_lora(base.fresh(), data[skill], base.tokenizer, suite.expert, seed, progress)
+            model.save_pretrained(folder)
+            cache.mark_complete(folder)
+        experts.append(load_expert(folder, name=skill, base_model=base.model))
+    return experts

@@ -1,0 +1,192 @@
+"""The runner: wires pool (base + experts), method and evaluator, and stores every finished cell.
+
+A cell is (suite, method with parameters, task, seed). Cells already stored are skipped before any
+work; the tasks still missing for one merged model are evaluated in one pass; each merged model's
+runs are saved in one transaction, so a crash halfway through a grid loses at most the model in
+flight and never leaves a half-written cell. A method that fails is recorded as failed (retried on
+the next run) and the grid goes on.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from benchmark import cache, catalog
+from benchmark.apply import apply_deltas
+from benchmark.base_model import BaseModel, prepare_base
+from benchmark.evaluation import evaluate_model, write_task_data
+from benchmark.experts import prepare_experts, skill_training_data
+from benchmark.memory import PeakMemory
+from benchmark.method import Consumes, MergeContext, MergeMethod
+from benchmark.storage import RunRecord, Store, collect_provenance, params_key
+from benchmark.suite import Suite
+from benchmark.taskinfo import TASKS
+from benchmark.training import Progress, Trainer
+
+
+@dataclass
+class Reporter:
+    """How the runner talks to a user; the CLI plugs in rich progress bars, tests plug in nothing."""
+
+    progress: Callable[[str], Progress] | None = None
+    log: Callable[[str], None] = lambda message: None
+
+
+@dataclass
+class GridSummary:
+    computed: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, int, str]] = field(default_factory=list)  # (method, seed, error)
+
+
+def _check_names(suite: Suite, methods: list[str], tasks: list[str]) -> None:
+    for task in tasks:
+        info = TASKS.get(task)  # raises with the known names
+        if task not in suite.tasks:
+            raise ValueError(f"task {task!r} is not in suite {suite.name!r} (its tasks: {', '.join(suite.tasks)})")
+        missing = [s for s in info.skills if s not in suite.skill_names]
+        if missing:
+            raise ValueError(f"task {task!r} needs skills {missing} that suite {suite.name!r} lacks")
+    for method in methods:
+        catalog.create_method(method, suite.method_params.get(method, {}), suite.skill_names)
+
+
+def run_grid(
+    suite: Suite,
+    store: Store,
+    methods: list[str] | None = None,
+    tasks: list[str] | None = None,
+    seeds: list[int] | None = None,
+    reporter: Reporter | None = None,
+) -> GridSummary:
+    """Run every (method, task, seed) cell not yet stored; return what was done."""
+    reporter = reporter or Reporter()
+    methods = methods or catalog.method_names(suite.skill_names)
+    tasks = tasks or list(suite.tasks)
+    seeds = seeds if seeds is not None else list(suite.seeds[:1])
+    _check_names(suite, methods, tasks)
+    summary = GridSummary()
+
+    plan: dict[int, list[tuple[MergeMethod, list[str]]]] = {}
+    for seed in seeds:
+        for name in methods:
+            method = catalog.create_method(name, suite.method_params.get(name, {}), suite.skill_names)
+            done = store.completed_cells(suite.name, name, params_key(_params(method)), seed)
+            pending = [t for t in tasks if t not in done]
+            summary.skipped += len(tasks) - len(pending)
+            if pending:
+                plan.setdefault(seed, []).append((method, pending))
+    if not plan:
+        reporter.log("every cell is already stored")
+        return summary
+
+    start = time.perf_counter()
+    base = prepare_base(suite, reporter.progress("pretraining base") if reporter.progress else None)
+    reporter.log(f"base model ready in {time.perf_counter() - start:.1f} s ({base.fingerprint})")
+    data_dir = cache.cache_dir("data", cache.content_hash(suite.name, suite.data_seed, [s.model_dump() for s in suite.skills]))
+    write_task_data(tasks, data_dir, {t: _eval_size(suite, t) for t in tasks}, suite.data_seed)
+    skill_data = skill_training_data(suite)
+    provenance = collect_provenance()
+
+    for seed, cells in plan.items():
+        start = time.perf_counter()
+        experts = prepare_experts(suite, base, seed, skill_data, reporter.progress)
+        reporter.log(f"experts for seed {seed} ready in {time.perf_counter() - start:.1f} s")
+        for method, pending in cells:
+            label = _label(method)
+            reporter.log(f"{label} (seed {seed}): merging, then evaluating {', '.join(pending)}")
+            try:
+                records = _run_cell(suite, base, experts, method, pending, seed, skill_data, data_dir, provenance, reporter)
+            except Exception as err:  # a broken method must not stop the grid
+                message = f"{type(err).__name__}: {err}"
+                reporter.log(f"[red]{label} failed[/red] (seed {seed}): {message}")
+                summary.failed.append((label, seed, message))
+                records = [_failed_record(suite, method, task, seed, message, traceback.format_exc(), provenance)
+                           for task in pending]
+            store.save_runs(records)
+            if records and records[0].status == "ok":
+                reporter.log(f"{label} (seed {seed}): merge {records[0].merge_seconds:.1f} s, "
+                             f"eval {records[0].eval_seconds * len(records):.1f} s, "
+                             + ", ".join(f"{r.task} {_primary(r):.3f}" for r in records))
+            summary.computed += sum(r.status == "ok" for r in records)
+    return summary
+
+
+def _primary(record: RunRecord) -> float:
+    return next((s.value for s in record.scores if s.primary), float("nan"))
+
+
+def _params(method: MergeMethod) -> dict:
+    return method.params.model_dump(mode="json")
+
+
+def _label(method: MergeMethod) -> str:
+    return method.display_name
+
+
+def _eval_size(suite: Suite, task: str) -> int:
+    sizes = [s.eval_size for s in suite.skills if s.name in TASKS.get(task).skills]
+    return max(sizes) if sizes else 200
+
+
+def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pending: list[str], seed: int,
+              skill_data: dict, data_dir: Path, provenance: dict, reporter: Reporter) -> list[RunRecord]:
+    wants_data = method.consumes in (Consumes.SKILL_SAMPLE, Consumes.SKILL_DATA)
+    context = MergeContext(
+        seed=seed,
+        skills=suite.skill_names,
+        skill_data=skill_data if wants_data else {},
+        load_base=base.fresh,
+        tokenizer=base.tokenizer,
+        trainer=Trainer(base.tokenizer, suite.expert, reporter.progress),
+        device=str(base.model.device),
+        report=reporter.log,
+    )
+    torch.manual_seed(seed)
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        result = method.merge(experts, context)
+        model = base.fresh()
+        stats = apply_deltas(model, result)
+        merge_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        outcomes = evaluate_model(model, base.tokenizer, pending, data_dir, suite.eval)
+        eval_seconds = time.perf_counter() - start
+    spec = {
+        "suite": suite.model_dump(mode="json"),
+        "method": _label(method),
+        "method_class": f"{type(method).__module__}.{type(method).__qualname__}",
+        "params": _params(method),
+        "seed": seed,
+        "tasks": pending,
+    }
+    info = {k: v for k, v in result.info.items() if k != "module_weights"}
+    return [
+        RunRecord(
+            suite=suite.name, method=_label(method), method_params=_params(method), task=task, seed=seed,
+            scores=outcomes[task].scores, samples=outcomes[task].samples,
+            merge_seconds=merge_seconds, eval_seconds=eval_seconds / len(pending),
+            peak_memory_mb=memory.peak_mb, output_rank=result.output_rank or stats.get("max_output_rank"),
+            consumes=method.consumes.value, n_target_examples=info.get("n_target_examples"),
+            base_fingerprint=base.fingerprint, expert_fingerprints={e.name: e.fingerprint for e in experts},
+            provenance={**provenance, "method_info": info}, spec={**spec, "task": task},
+        )
+        for task in pending
+    ]
+
+
+def _failed_record(suite: Suite, method: MergeMethod, task: str, seed: int, message: str, trace: str,
+                   provenance: dict) -> RunRecord:
+    return RunRecord(
+        suite=suite.name, method=_label(method), method_params=_params(method), task=task, seed=seed,
+        scores=[], samples=[], merge_seconds=0.0, eval_seconds=0.0, peak_memory_mb=0.0, output_rank=None,
+        consumes=method.consumes.value, n_target_examples=None, base_fingerprint="", expert_fingerprints={},
+        provenance={**provenance, "traceback": trace}, spec={"method": _label(method), "task": task, "seed": seed},
+        status="failed", error=message,
+    )

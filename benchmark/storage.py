@@ -1,0 +1,427 @@
+"""Where runs are stored: the schema (SQLAlchemy 2 ORM) and the runner's write API.
+
+A run is one cell (suite, method with parameters, task, seed) with its scores, costs, provenance,
+the frozen spec that reruns it, and the per-sample outputs. The runner hands in plain dataclasses
+(`RunRecord`) and never touches ORM objects, so that storage can change without touching it.
+
+Guarantees the rest of SoupBench relies on:
+
+- a batch is saved in one transaction: all of it or none of it;
+- a cell stored as `ok` is never duplicated nor overwritten: saving it again raises
+  `DuplicateRunError` (the runner asks `completed_cells` first and skips those);
+- a cell stored as `failed` is replaced by the next save of that cell, so a rerun can fix it.
+
+This module imports no torch, no methods and no training code: `benchmark.results` (and through it
+the leaderboard) reuses the schema defined here.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, DateTime, Engine, ForeignKey, Integer, String, Text
+from sqlalchemy import UniqueConstraint, create_engine, event, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+DB_ENV_VAR = "SOUPBENCH_DB"
+DEFAULT_DB_FILE = "soupbench.db"
+STATUSES = ("ok", "failed")
+
+
+class StorageError(RuntimeError):
+    """A batch the database refused; nothing of the batch was saved."""
+
+
+class DuplicateRunError(StorageError):
+    """A cell that is already stored with status ok (or twice in one batch) was saved again."""
+
+
+# --------------------------------------------------------------------------------------- schema
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Run(Base):
+    """One cell of the grid. The UNIQUE constraint is what makes "never recompute" safe."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("suite", "method", "params_key", "task", "seed", name="uq_runs_cell"),
+        CheckConstraint("status IN ('ok', 'failed')", name="ck_runs_status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    suite: Mapped[str] = mapped_column(String(200), index=True)
+    method: Mapped[str] = mapped_column(String(200))
+    method_params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    params_key: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(String(200))
+    seed: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    merge_seconds: Mapped[float]
+    eval_seconds: Mapped[float]
+    peak_memory_mb: Mapped[float]
+    output_rank: Mapped[int | None] = mapped_column(Integer)
+    consumes: Mapped[str] = mapped_column(String(64))
+    n_target_examples: Mapped[int | None] = mapped_column(Integer)
+    base_fingerprint: Mapped[str] = mapped_column(String(128))
+    expert_fingerprints: Mapped[dict[str, str]] = mapped_column(JSON)
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+
+    scores: Mapped[list[Score]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True
+    )
+    samples: Mapped[list[Sample]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Score(Base):
+    """One metric of one run, with lm-eval's stderr over the samples when it gives one."""
+
+    __tablename__ = "scores"
+    __table_args__ = (UniqueConstraint("run_id", "metric", name="uq_scores_metric"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    metric: Mapped[str] = mapped_column(String(200))
+    value: Mapped[float]
+    stderr: Mapped[float | None]
+    n_samples: Mapped[int] = mapped_column(Integer)
+    # "primary" is an SQL keyword; SQLAlchemy quotes it, hand-written SQL must too.
+    primary: Mapped[bool]
+
+    run: Mapped[Run] = relationship(back_populates="scores")
+
+
+class Sample(Base):
+    """One evaluated document of one run: what the model saw, wrote, and (for code) what ran."""
+
+    __tablename__ = "samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    doc_index: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)
+    generation: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(Text)
+    executed: Mapped[str | None] = mapped_column(Text)
+    correct: Mapped[bool | None]
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    run: Mapped[Run] = relationship(back_populates="samples")
+
+
+# ------------------------------------------------------------------------------ write-side types
+
+
+@dataclass
+class ScoreRecord:
+    metric: str
+    value: float
+    stderr: float | None
+    n_samples: int
+    primary: bool
+
+
+@dataclass
+class SampleRecord:
+    doc_index: int
+    prompt: str
+    generation: str
+    target: str
+    executed: str | None
+    correct: bool | None
+    extra: dict
+
+
+@dataclass
+class RunRecord:
+    """Everything the runner knows about one finished (or failed) cell."""
+
+    suite: str
+    method: str
+    method_params: dict
+    task: str
+    seed: int
+    scores: list[ScoreRecord]
+    samples: list[SampleRecord]
+    merge_seconds: float
+    eval_seconds: float
+    peak_memory_mb: float
+    output_rank: int | None
+    consumes: str
+    n_target_examples: int | None
+    base_fingerprint: str
+    expert_fingerprints: dict[str, str]
+    provenance: dict
+    spec: dict
+    status: str = "ok"
+    error: str | None = None
+
+
+def canonical_json(params: dict) -> str:
+    """The one spelling of a parameter dict: sorted keys, no spaces, no NaN.
+
+    Non-JSON values raise instead of being str()-ed, because a repr can carry a memory address and
+    would give the same parameters a different key on every run.
+    """
+    return json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def params_key(params: dict) -> str:
+    """A short stable hash of a method's parameters, part of a cell's identity.
+
+    Hashing the canonical JSON (rather than storing it in the UNIQUE key) keeps the key short and
+    indexable on every database, and independent of dict order.
+    """
+    return hashlib.sha256(canonical_json(params).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------- URL and store
+
+
+def resolve_db_url(cli_value: str | None) -> str:
+    """`--db`, else `$SOUPBENCH_DB`, else `soupbench.db` in the working directory.
+
+    A bare file path becomes an absolute SQLite URL so that the same run started from another
+    directory still finds the same file.
+    """
+    value = cli_value or os.environ.get(DB_ENV_VAR) or DEFAULT_DB_FILE
+    if "://" in value:
+        return value
+    path = Path(value).expanduser().resolve()
+    return f"sqlite:///{path}"
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file behind a SQLite URL, or None for in-memory databases and other backends."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _enable_sqlite_pragmas(engine: Engine) -> None:
+    # WAL lets the leaderboard read while a runner writes; SQLite leaves foreign keys off unless
+    # asked, and the cascade from runs to scores and samples depends on them.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+
+class Store:
+    """The runner's handle on the database: asks what is done, saves what was run."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def completed_cells(self, suite: str, method: str, params_key: str, seed: int) -> set[str]:
+        """Task names already stored as ok for this (suite, method, params, seed): skip them."""
+        query = select(Run.task).where(*_same_cell(suite, method, params_key, seed), Run.status == "ok")
+        with self._sessions() as session:
+            return set(session.scalars(query))
+
+    def save_runs(self, runs: list[RunRecord]) -> None:
+        """Save a batch in one transaction: all or nothing.
+
+        A failed row of the same cell is replaced; an ok row is never duplicated: the whole batch
+        is refused with `DuplicateRunError` (chosen over a silent no-op so that a runner that
+        recomputes finished cells notices its bug instead of wasting the compute unseen).
+        """
+        for record in runs:
+            _validate(record)
+        try:
+            with self._sessions.begin() as session:
+                for record in runs:
+                    self._save_one(session, record)
+        except IntegrityError as error:
+            text = str(error.orig)
+            cells = ", ".join(_cell_name(r) for r in runs)
+            if "uq_runs_cell" in text or "UNIQUE constraint failed: runs." in text:
+                raise DuplicateRunError(
+                    f"a cell of this batch is already stored as ok; nothing was saved ({cells})"
+                ) from error
+            raise StorageError(
+                f"the database refused the batch; nothing was saved ({text}; batch: {cells})"
+            ) from error
+
+    def count_runs(self) -> int:
+        """All stored rows, ok and failed."""
+        with self._sessions() as session:
+            return session.scalar(select(func.count()).select_from(Run)) or 0
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _save_one(self, session: Session, record: RunRecord) -> None:
+        key = params_key(record.method_params)
+        # Autoflush makes earlier records of this batch visible here, so a cell twice in one
+        # batch is caught too.
+        cell = _same_cell(record.suite, record.method, key, record.seed)
+        existing = session.scalars(select(Run).where(*cell, Run.task == record.task)).one_or_none()
+        if existing is not None:
+            if existing.status == "ok":
+                raise DuplicateRunError(
+                    f"{_cell_name(record)} is already stored as ok (run id {existing.id}); "
+                    "nothing of this batch was saved. Skip cells listed by completed_cells()."
+                )
+            session.delete(existing)
+            # The unit of work inserts before it deletes; flush now so the new row does not
+            # collide with the failed one on the UNIQUE constraint.
+            session.flush()
+        session.add(_to_orm(record, key))
+
+
+def _same_cell(suite: str, method: str, key: str, seed: int) -> tuple[Any, ...]:
+    return (Run.suite == suite, Run.method == method, Run.params_key == key, Run.seed == seed)
+
+
+def _validate(record: RunRecord) -> None:
+    """Catch what the database would report obscurely (or, for NaN in SQLite, as a NULL)."""
+    if record.status not in STATUSES:
+        raise ValueError(f"{_cell_name(record)}: status must be one of {STATUSES}, got {record.status!r}")
+    for score in record.scores:
+        if isinstance(score.value, float) and math.isnan(score.value):
+            raise ValueError(f"{_cell_name(record)}: score {score.metric!r} is NaN")
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    # lm-eval reports an unknown stderr as NaN or "N/A"; store both as NULL.
+    if value is None or isinstance(value, str):
+        return None
+    return None if math.isnan(value) else float(value)
+
+
+def _to_orm(record: RunRecord, key: str) -> Run:
+    return Run(
+        suite=record.suite,
+        method=record.method,
+        method_params=json.loads(canonical_json(record.method_params)),
+        params_key=key,
+        task=record.task,
+        seed=record.seed,
+        status=record.status,
+        error=record.error,
+        merge_seconds=record.merge_seconds,
+        eval_seconds=record.eval_seconds,
+        peak_memory_mb=record.peak_memory_mb,
+        output_rank=record.output_rank,
+        # An enum member (e.g. `Consumes`) is stored by value, not as 'Consumes.NOTHING'.
+        consumes=record.consumes.value if isinstance(record.consumes, enum.Enum) else record.consumes,
+        n_target_examples=record.n_target_examples,
+        base_fingerprint=record.base_fingerprint,
+        expert_fingerprints=dict(record.expert_fingerprints),
+        provenance=record.provenance,
+        spec=record.spec,
+        scores=[Score(**asdict(s) | {"stderr": _finite_or_none(s.stderr)}) for s in record.scores],
+        samples=[Sample(**asdict(s)) for s in record.samples],
+    )
+
+
+def _cell_name(record: RunRecord) -> str:
+    return f"(suite={record.suite}, method={record.method}, task={record.task}, seed={record.seed})"
+
+
+def open_store(url: str) -> Store:
+    """Open (and create if missing) the database behind `url` for writing."""
+    sqlite_file = _sqlite_file(url)
+    connect_args: dict[str, Any] = {}
+    if make_url(url).get_backend_name() == "sqlite":
+        # Parallel runners share one file: wait for the write lock rather than fail at once.
+        connect_args["timeout"] = 30
+    if sqlite_file is not None:
+        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args=connect_args)
+    if engine.dialect.name == "sqlite":
+        _enable_sqlite_pragmas(engine)
+    Base.metadata.create_all(engine)
+    return Store(engine)
+
+
+# ------------------------------------------------------------------------------------ provenance
+
+_VERSIONED = ("torch", "transformers", "peft", "lm_eval", "datasets", "sqlalchemy")
+
+
+def _version(distribution: str) -> str | None:
+    # Read installed metadata instead of importing: importing torch to learn its version costs
+    # seconds and is not what a provenance record should do.
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=repo, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def collect_provenance() -> dict:
+    """What produced a run: package versions, interpreter, machine, and the code's git commit.
+
+    `git_commit` and `git_dirty` are None when SoupBench is not running from a git checkout (for
+    example when installed from a wheel); a dirty tree means the commit alone cannot rerun it.
+    """
+    from benchmark import __version__
+
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain") if commit is not None else None
+    return {
+        "packages": {name: _version(name) for name in _VERSIONED} | {"soupbench": __version__},
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "git_commit": commit,
+        "git_dirty": None if status is None else bool(status),
+    }

@@ -1,0 +1,184 @@
+"""Training loops: pretraining the micro base, experts and data mixing (LoRA), CAT's weights.
+
+One loop serves all of them (AdamW, linear warm-up then cosine decay, gradient clipping); what
+differs is which parameters are trainable and what the batches hold. Supervised batches mask the
+prompt, so a LoRA learns the completion given the prompt, as an instruction-tuned expert does.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from benchmark.suite import LoraRecipe
+
+Progress = Callable[[int, int, float], None]  # (step, total, loss)
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_loop(
+    model: torch.nn.Module,
+    parameters: Sequence[torch.nn.Parameter],
+    batches: Iterator[dict[str, torch.Tensor]],
+    steps: int,
+    lr: float,
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    progress: Progress | None = None,
+) -> float:
+    """Run `steps` optimiser steps; returns the mean loss of the last 10% of steps."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup_steps, steps))
+    model.train()
+    tail: list[float] = []
+    device = next(model.parameters()).device
+    for step in range(steps):
+        batch = {k: v.to(device) for k, v in next(batches).items()}
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        value = loss.item()
+        if step >= steps * 0.9:
+            tail.append(value)
+        if progress is not None:
+            progress(step + 1, steps, value)
+    model.eval()
+    return sum(tail) / max(1, len(tail))
+
+
+def packed_batches(token_ids: torch.Tensor, seq_len: int, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Random windows of a packed token stream, for pretraining on all tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    n_windows = token_ids.numel() - seq_len - 1
+    while True:
+        starts = torch.randint(0, n_windows, (batch_size,), generator=generator)
+        windows = torch.stack([token_ids[s : s + seq_len] for s in starts.tolist()])
+        yield {"input_ids": windows, "labels": windows.clone()}
+
+
+def encode_supervised(examples: Sequence[dict], tokenizer, max_length: int) -> list[tuple[list[int], int]]:
+    """(token ids, prompt length) per example: prompt and completion encoded apart, as at eval time."""
+    encoded = []
+    for example in examples:
+        prompt = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
+        completion = tokenizer(example["completion"], add_special_tokens=False)["input_ids"]
+        ids = (prompt + completion + [tokenizer.eos_token_id])[:max_length]
+        encoded.append((ids, len(prompt)))
+    return encoded
+
+
+def supervised_batches(
+    encoded: Sequence[tuple[list[int], int]], batch_size: int, pad_id: int, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Shuffled epochs of right-padded batches with the prompt and the padding masked out."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while True:
+        if len(order) < batch_size:
+            fresh = list(range(len(encoded)))
+            rng.shuffle(fresh)
+            order.extend(fresh)
+        chosen = [encoded[i] for i in order[:batch_size]]
+        del order[:batch_size]
+        width = max(len(ids) for ids, _ in chosen)
+        input_ids = torch.full((len(chosen), width), pad_id)
+        labels = torch.full((len(chosen), width), -100)
+        attention = torch.zeros((len(chosen), width), dtype=torch.long)
+        for row, (ids, prompt_len) in enumerate(chosen):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+            attention[row, : len(ids)] = 1
+        yield {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+def lora_config(recipe: LoraRecipe) -> LoraConfig:
+    return LoraConfig(
+        r=recipe.rank,
+        lora_alpha=recipe.alpha,
+        use_rslora=recipe.use_rslora,
+        target_modules=list(recipe.target_modules),
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def train_lora(
+    base_model: torch.nn.Module,
+    examples: Sequence[dict],
+    tokenizer,
+    recipe: LoraRecipe,
+    seed: int,
+    progress: Progress | None = None,
+) -> PeftModel:
+    """Train one LoRA on supervised examples with the suite's recipe (experts and data mixing)."""
+    torch.manual_seed(seed)
+    model = get_peft_model(base_model, lora_config(recipe))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    batches = supervised_batches(
+        encode_supervised(examples, tokenizer, recipe.max_length), recipe.batch_size,
+        tokenizer.pad_token_id, seed,
+    )
+    train_loop(model, trainable, batches, recipe.steps, recipe.lr, recipe.warmup_steps,
+               recipe.weight_decay, progress)
+    return model
+
+
+def sample_examples(examples_by_skill: dict[str, list[dict]], fraction: float, seed: int) -> list[dict]:
+    """A `fraction` sample of each skill's training data, pooled (CAT's 5% of the union)."""
+    rng = random.Random(seed)
+    pooled: list[dict] = []
+    for skill in sorted(examples_by_skill):
+        examples = examples_by_skill[skill]
+        k = max(1, round(len(examples) * fraction))
+        pooled.extend(rng.sample(examples, k))
+    rng.shuffle(pooled)
+    return pooled
+
+
+class Trainer:
+    """The suite's training services, handed to methods that train (CAT, data mixing).
+
+    It owns the tokenizer, the expert recipe and the progress display, so a method file says what
+    to train on what, never how a loop runs.
+    """
+
+    def __init__(self, tokenizer, recipe: LoraRecipe, progress_factory: Callable[[str], Progress] | None = None):
+        self.tokenizer = tokenizer
+        self.recipe = recipe
+        self._progress_factory = progress_factory
+
+    def _progress(self, label: str) -> Progress | None:
+        return self._progress_factory(label) if self._progress_factory else None
+
+    def train_lora(self, base_model: torch.nn.Module, examples: Sequence[dict], seed: int,
+                   label: str, steps: int | None = None) -> PeftModel:
+        recipe = self.recipe if steps is None else self.recipe.model_copy(update={"steps": steps})
+        return train_lora(base_model, examples, self.tokenizer, recipe, seed, self._progress(label))
+
+    def fit(self, model: torch.nn.Module, parameters: Sequence[torch.nn.Parameter],
+            examples: Sequence[dict], steps: int, lr: float, batch_size: int, seed: int, label: str) -> float:
+        """Supervised training of the given parameters only (everything else stays frozen)."""
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in parameters:
+            p.requires_grad_(True)
+        batches = supervised_batches(
+            encode_supervised(examples, self.tokenizer, self.recipe.max_length), batch_size,
+            self.tokenizer.pad_token_id, seed,
+        )
+        return train_loop(model, parameters, batches, steps, lr, warmup_steps=min(10, steps // 10),
+                          progress=self._progress(label))

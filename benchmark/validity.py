@@ -1,0 +1,129 @@
+"""Is the suite a benchmark? The validity figures of `soupbench validate`, computed from stored runs.
+
+The bar (issue "Make the micro suite a real benchmark"), per composite task:
+- each expert beats `base` by at least `min_expert_gain` points on its own skill's task;
+- `base` and each single expert score at most half of the best merge on the composite task;
+- the best merge reaches at least `min_best_merge` on the composite task;
+- method rankings on the composite task agree across seeds (mean Kendall tau >= `min_tau`).
+Scores are fractions in [0, 1]; "points" are hundredths.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass, field
+from statistics import mean
+
+from benchmark.taskinfo import TaskInfo
+
+NOT_MERGES = {"base"}
+
+
+@dataclass(frozen=True)
+class Bar:
+    min_expert_gain: float = 0.30
+    max_single_ratio: float = 0.5
+    min_best_merge: float = 0.30
+    min_tau: float = 0.5
+
+
+@dataclass
+class Check:
+    what: str
+    value: float | None
+    needed: str
+    ok: bool
+
+
+@dataclass
+class TaskValidity:
+    task: str
+    kind: str
+    figures: dict[str, float | None] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float:
+    """Kendall's tau-b (ties counted as in scipy.stats.kendalltau); 1.0 when undefined but identical."""
+    concordant = discordant = ties_x = ties_y = 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        dx, dy = x[i] - x[j], y[i] - y[j]
+        if dx == 0 and dy == 0:
+            continue
+        if dx == 0:
+            ties_x += 1
+        elif dy == 0:
+            ties_y += 1
+        elif (dx > 0) == (dy > 0):
+            concordant += 1
+        else:
+            discordant += 1
+    denominator = ((concordant + discordant + ties_x) * (concordant + discordant + ties_y)) ** 0.5
+    if denominator == 0:
+        return 1.0 if x == y else 0.0
+    return (concordant - discordant) / denominator
+
+
+def _is_merge(method: str) -> bool:
+    return method not in NOT_MERGES and not method.startswith("expert-")
+
+
+def assess(scores: dict[tuple[str, str, int], float], tasks: list[TaskInfo], bar: Bar = Bar()) -> list[TaskValidity]:
+    """Validity per task from primary scores keyed by (method, task, seed)."""
+    by_cell: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for (method, task, _seed), value in scores.items():
+        by_cell[(method, task)].append(value)
+    avg = {cell: mean(values) for cell, values in by_cell.items()}
+    report = []
+    for info in tasks:
+        tv = TaskValidity(info.name, info.kind)
+        base = avg.get(("base", info.name))
+        tv.figures["base"] = base
+        if info.kind == "skill":
+            expert = avg.get((f"expert-{info.name}", info.name))
+            tv.figures[f"expert-{info.name}"] = expert
+            gain = None if expert is None or base is None else expert - base
+            tv.figures["expert gain"] = gain
+            tv.checks.append(Check(f"expert-{info.name} gain over base", gain, f">= {bar.min_expert_gain:.2f}",
+                                   gain is not None and gain >= bar.min_expert_gain))
+        else:
+            merges = {m: v for (m, t), v in avg.items() if t == info.name and _is_merge(m)}
+            best_name, best = max(merges.items(), key=lambda kv: kv[1], default=(None, None))
+            tv.figures[f"best merge ({best_name})"] = best
+            singles = {"base": base, **{f"expert-{s}": avg.get((f"expert-{s}", info.name)) for s in info.skills}}
+            for name, value in singles.items():
+                tv.figures[name] = value
+                limit = None if best is None else best * bar.max_single_ratio
+                tv.checks.append(Check(f"{name} <= {bar.max_single_ratio:g} x best merge", value,
+                                       "<= " + ("?" if limit is None else f"{limit:.3f}"),
+                                       value is not None and limit is not None and value <= limit))
+            tv.checks.append(Check("best merge", best, f">= {bar.min_best_merge:.2f}",
+                                   best is not None and best >= bar.min_best_merge))
+            tau = rank_agreement(scores, info.name)
+            tv.figures["mean Kendall tau across seeds"] = tau
+            tv.checks.append(Check("rank agreement across seeds (mean Kendall tau)", tau, f">= {bar.min_tau:.2f}",
+                                   tau is not None and tau >= bar.min_tau))
+        report.append(tv)
+    return report
+
+
+def rank_agreement(scores: dict[tuple[str, str, int], float], task: str) -> float | None:
+    """Mean pairwise Kendall tau between seeds over the methods every seed has; None with < 2 seeds."""
+    per_seed: dict[int, dict[str, float]] = defaultdict(dict)
+    for (method, t, seed), value in scores.items():
+        if t == task:
+            per_seed[seed][method] = value
+    seeds = sorted(per_seed)
+    if len(seeds) < 2:
+        return None
+    common = sorted(set.intersection(*(set(per_seed[s]) for s in seeds)))
+    if len(common) < 2:
+        return None
+    taus = [kendall_tau([per_seed[a][m] for m in common], [per_seed[b][m] for m in common])
+            for a, b in itertools.combinations(seeds, 2)]
+    return mean(taus)

@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny suite (the micro suite at test budgets) and an isolated cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY_SUITE = {
+    "name": "tiny",
+    "description": "micro at test budgets",
+    "base": {"kind": "micro", "vocab_size": 300, "hidden_size": 32, "intermediate_size": 64,
+             "num_layers": 1, "num_heads": 2, "max_positions": 128, "corpus_documents": 600,
+             "steps": 20, "batch_size": 8, "seq_len": 64, "warmup_steps": 2},
+    "skills": [{"name": "math", "train_size": 64, "eval_size": 6},
+               {"name": "code", "train_size": 64, "eval_size": 6}],
+    "tasks": ["math", "code", "math_code"],
+    "expert": {"rank": 4, "alpha": 8, "steps": 6, "batch_size": 8, "warmup_steps": 1},
+    "eval": {"batch_size": 8, "max_gen_toks": 12},
+    "seeds": [0, 1],
+    "method_params": {"cat": {"steps": 4, "sample_fraction": 0.25}, "data_mix": {"epochs_factor": 0.5}},
+}
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test builds into its own session cache, never the user's."""
+    monkeypatch.setenv("SOUPBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture
+def tiny_suite_file(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_SUITE))
+    return path

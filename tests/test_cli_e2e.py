@@ -1,0 +1,50 @@
+"""The CLI end to end on a tiny budget: real pretraining, experts, merges, lm-eval and storage."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from typer.testing import CliRunner
+
+from benchmark.cli import app
+
+runner = CliRunner()
+METHODS = ["base", "expert-math", "expert-code", "task_arithmetic", "cat_static", "cat", "data_mix"]
+TASKS = ["math", "code", "math_code"]
+
+
+def rows(db, query):
+    with sqlite3.connect(db) as conn:
+        return conn.execute(query).fetchall()
+
+
+def test_run_stores_every_cell_then_skips_them(tiny_suite_file, tmp_path):
+    db = tmp_path / "runs.db"
+    result = runner.invoke(app, ["run", "--suite", str(tiny_suite_file), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    stored = rows(db, "select method, task, seed, status from runs")
+    assert sorted(stored) == sorted((m, t, 0, "ok") for m in METHODS for t in TASKS)
+    # every run has its primary score in [0, 1] over exactly eval_size samples, and its samples
+    for method, task, value, n, n_samples in rows(
+        db, "select r.method, r.task, s.value, s.n_samples, (select count(*) from samples x where x.run_id = r.id) "
+            "from runs r join scores s on s.run_id = r.id where s.\"primary\""):
+        assert 0.0 <= value <= 1.0 and n == 6 and n_samples == 6, (method, task)
+    provenance = json.loads(rows(db, "select provenance from runs limit 1")[0][0])
+    assert provenance["packages"]["torch"] and "git_commit" in provenance
+    spec = json.loads(rows(db, "select spec from runs where method = 'cat' limit 1")[0][0])
+    assert spec["params"]["steps"] == 4 and spec["suite"]["name"] == "tiny"
+    # every method name appears in the printed table
+    for method in METHODS:
+        assert method in result.output
+
+    again = runner.invoke(app, ["run", "--suite", str(tiny_suite_file), "--db", str(db)])
+    assert again.exit_code == 0, again.output
+    assert "computed 0 cells, 21 already stored" in again.output
+    assert len(rows(db, "select id from runs")) == 21
+
+    as_json = runner.invoke(app, ["results", "--db", str(db), "--format", "json"])
+    records = json.loads(as_json.stdout)
+    primary = [r for r in records if r["primary"]]
+    assert {(r["method"], r["task"]) for r in primary} == {(m, t) for m in METHODS for t in TASKS}
+    assert all(r["n_seeds"] == 1 and r["ci_low"] <= r["mean"] <= r["ci_high"] for r in primary)
