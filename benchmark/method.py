@@ -50,6 +50,10 @@ class MergeContext:
     # skill name -> training examples (dicts with "prompt" and "completion"); filled only for
     # methods that consume skill data.
     skill_data: dict[str, list[dict]] = field(default_factory=dict)
+    # For methods that consume target examples (LoraHub): the task merged for, and a few of its
+    # examples ("prompt", "target", "answer"), drawn apart from the documents it is scored on.
+    target_task: str | None = None
+    target_examples: list[dict] = field(default_factory=list)
     # Builds a fresh copy of the base model (train-mode decisions are the trainer's).
     load_base: Callable[[], torch.nn.Module] | None = None
     tokenizer: Any = None

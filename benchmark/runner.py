@@ -30,6 +30,10 @@ from benchmark.taskinfo import TASKS
 from benchmark.training import Progress, Trainer
 
 
+DEV_EXAMPLES = 32  # target examples offered to methods that consume them (they record how many they use)
+DEV_SEED_OFFSET = 10_007
+
+
 @dataclass
 class Reporter:
     """How the runner talks to a user; the CLI plugs in rich progress bars, tests plug in nothing."""
@@ -80,7 +84,10 @@ def run_grid(
             done = store.completed_cells(suite.name, name, params_key(_params(method)), seed)
             pending = [t for t in tasks if t not in done]
             summary.skipped += len(tasks) - len(pending)
-            if pending:
+            if pending and method.consumes is Consumes.TARGET_EXAMPLES:
+                # Its merge depends on the task it is tuned for: one merge per task.
+                plan.setdefault(seed, []).extend((method, [task]) for task in pending)
+            elif pending:
                 plan.setdefault(seed, []).append((method, pending))
     if not plan:
         reporter.log("every cell is already stored")
@@ -130,6 +137,11 @@ def _label(method: MergeMethod) -> str:
     return method.display_name
 
 
+def _dev_examples(suite: Suite, task: str, n: int = DEV_EXAMPLES) -> list[dict]:
+    """Examples of a target task drawn from another stream than its scored documents."""
+    return TASKS.get(task).build_eval(n, suite.data_seed + DEV_SEED_OFFSET)
+
+
 def _eval_size(suite: Suite, task: str) -> int:
     sizes = [s.eval_size for s in suite.skills if s.name in TASKS.get(task).skills]
     return max(sizes) if sizes else 200
@@ -138,10 +150,13 @@ def _eval_size(suite: Suite, task: str) -> int:
 def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pending: list[str], seed: int,
               skill_data: dict, data_dir: Path, provenance: dict, reporter: Reporter) -> list[RunRecord]:
     wants_data = method.consumes in (Consumes.SKILL_SAMPLE, Consumes.SKILL_DATA)
+    wants_target = method.consumes is Consumes.TARGET_EXAMPLES
     context = MergeContext(
         seed=seed,
         skills=suite.skill_names,
         skill_data=skill_data if wants_data else {},
+        target_task=pending[0] if wants_target else None,
+        target_examples=_dev_examples(suite, pending[0]) if wants_target else [],
         load_base=base.fresh,
         tokenizer=base.tokenizer,
         trainer=Trainer(base.tokenizer, suite.expert, reporter.progress),
