@@ -1,0 +1,199 @@
+"""Property tests for the building blocks in `methods._ops`, with peft's merge_utils as oracle.
+
+Shapes are arbitrary 2-D (1..8 x 1..8), 1..4 experts, density in (0, 1]. Values for exact
+comparisons lie on a 1/4 grid: sums of a few of them are exact in float32 and bfloat16 alike, so
+a permutation of the experts cannot flip an elected sign through rounding, and any mismatch found
+is a bug rather than float noise.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from peft.utils import merge_utils
+
+from methods._ops import (disjoint_mean, elect_sign, low_rank_svd, magnitude_trim, random_drop, sign_consensus,
+                          weighted_sum)
+
+props = settings(max_examples=60, deadline=None, derandomize=True)  # this file's budget, not global
+
+dims = st.integers(1, 8)
+densities = st.floats(0.0, 1.0, exclude_min=True)
+weights_st = st.floats(-2.0, 2.0, allow_nan=False, width=32)
+
+
+@st.composite
+def stacks(draw, max_experts: int = 4) -> torch.Tensor:
+    """(k, rows, cols) on the 1/4 grid in [-4, 4], zeros included (silent entries)."""
+    k, rows, cols = draw(st.integers(1, max_experts)), draw(dims), draw(dims)
+    values = draw(st.lists(st.integers(-16, 16), min_size=k * rows * cols, max_size=k * rows * cols))
+    return torch.tensor(values, dtype=torch.float32).reshape(k, rows, cols) / 4
+
+
+@st.composite
+def distinct_magnitudes(draw) -> torch.Tensor:
+    """A (rows, cols) tensor whose |values| are distinct multiples of 1/4 (no ties for top-k)."""
+    rows, cols = draw(dims), draw(dims)
+    n = rows * cols
+    order = draw(st.permutations(range(1, n + 1)))
+    signs = draw(st.lists(st.sampled_from([-1.0, 1.0]), min_size=n, max_size=n))
+    return (torch.tensor(order, dtype=torch.float32) * torch.tensor(signs) / 4).reshape(rows, cols)
+
+
+def peft_prune(delta: torch.Tensor, density: float) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft warns at density 1
+        return merge_utils.prune(delta, density, method="magnitude")
+
+
+@props
+@given(distinct_magnitudes(), densities)
+def test_trim_keeps_the_largest_and_equals_peft(delta, density):
+    trimmed = magnitude_trim(delta, density)
+    assert torch.equal(trimmed, peft_prune(delta, density))
+    kept = trimmed != 0
+    assert kept.sum().item() == (delta.numel() if density >= 1 else int(density * delta.numel()))
+    assert torch.equal(trimmed[kept], delta[kept])  # survivors untouched
+    if kept.any() and (~kept).any():
+        assert delta[kept].abs().min() > delta[~kept].abs().max()
+
+
+@props
+@given(stacks(), densities)
+def test_trim_equals_peft_with_ties_in_magnitude(stacked, density):
+    for delta in stacked:  # many equal magnitudes: topk's tie-breaking must be peft's
+        assert torch.equal(magnitude_trim(delta, density), peft_prune(delta, density))
+
+
+@props
+@given(distinct_magnitudes(), densities)
+def test_trim_in_bfloat16_matches_float32(delta, density):
+    trimmed = magnitude_trim(delta.bfloat16(), density)  # the grid values are exact in bfloat16
+    assert trimmed.dtype == torch.bfloat16
+    assert torch.equal(trimmed.float(), magnitude_trim(delta, density))
+
+
+@props
+@given(distinct_magnitudes(), densities, st.integers(0, 2**31 - 1))
+def test_random_drop_rescales_survivors_and_is_seeded(delta, density, seed):
+    dropped = random_drop(delta, density, torch.Generator().manual_seed(seed))
+    kept = dropped != 0
+    assert torch.equal(dropped[kept], delta[kept] / density)
+    assert torch.equal(random_drop(delta, density, torch.Generator().manual_seed(seed)), dropped)
+    with torch.random.fork_rng():  # the same draws as peft's, which uses the global generator
+        torch.manual_seed(seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reference = merge_utils.prune(delta, density, "random", rescale=True)
+    # peft gives NaN (0 / 0) where the density underflows float32; we give the dropped entries' 0
+    assert torch.equal(dropped, torch.nan_to_num(reference, nan=0.0))
+    low = random_drop(delta.bfloat16(), density, torch.Generator().manual_seed(seed))
+    assert low.dtype == torch.bfloat16 and torch.equal(low != 0, kept)  # the mask ignores the dtype
+    torch.testing.assert_close(low.float(), dropped, rtol=2**-7, atol=0)
+    unscaled = random_drop(delta, density, torch.Generator().manual_seed(seed), rescale=False)
+    assert torch.equal(unscaled, torch.where(kept, delta, torch.zeros_like(delta)))
+
+
+@props
+@given(st.data())
+def test_random_drop_keeps_about_density(data):
+    density = data.draw(st.floats(0.05, 0.95))
+    delta = torch.ones(64, 64)
+    dropped = random_drop(delta, density, torch.Generator().manual_seed(data.draw(st.integers(0, 10**6))))
+    assert abs((dropped != 0).float().mean().item() - density) < 0.04  # > 6 standard deviations
+
+
+@props
+@given(stacks(), st.sampled_from(["total", "frequency"]))
+def test_elect_sign_equals_peft_and_follows_the_experts(stacked, method):
+    mask = elect_sign(stacked, method)
+    assert mask.dtype == torch.bool and mask.shape == stacked.shape
+    assert torch.equal(mask, merge_utils.calculate_majority_sign_mask(stacked, method))
+    assert not mask[stacked == 0].any()  # zeros never agree
+    perm = torch.randperm(stacked.shape[0], generator=torch.Generator().manual_seed(stacked.numel()))
+    assert torch.equal(elect_sign(stacked[perm], method), mask[perm])
+    assert torch.equal(elect_sign(stacked.bfloat16(), method), mask)
+
+
+@props
+@given(stacks(), st.sampled_from(["total", "frequency"]))
+def test_disjoint_mean_equals_peft_and_ignores_order(stacked, method):
+    mask = elect_sign(stacked, method)
+    merged = disjoint_mean(stacked, mask)
+    assert merged.dtype == torch.float32
+    assert torch.equal(merged, merge_utils.disjoint_merge(stacked, mask))
+    perm = torch.arange(stacked.shape[0]).flip(0)
+    assert torch.equal(disjoint_mean(stacked[perm], mask[perm]), merged)
+    assert torch.equal(disjoint_mean(stacked.bfloat16(), mask), merged)
+    # the mean of agreeing entries lies between their extremes
+    low = torch.where(mask, stacked, torch.inf).amin(0)
+    high = torch.where(mask, stacked, -torch.inf).amax(0)
+    agreed = mask.any(0)
+    assert (merged[agreed] >= low[agreed]).all() and (merged[agreed] <= high[agreed]).all()
+    assert (merged[~agreed] == 0).all()
+
+
+@props
+@given(stacks(), st.data())
+def test_sign_consensus_is_peft_ties_without_trim_and_ignores_order(stacked, data):
+    k = stacked.shape[0]
+    weights = data.draw(st.lists(weights_st, min_size=k, max_size=k))
+    method = data.draw(st.sampled_from(["total", "frequency"]))
+    merged = sign_consensus(list(stacked), weights, method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = merge_utils.ties(list(stacked), torch.tensor(weights), 1.0, method)
+    torch.testing.assert_close(merged, expected, atol=1e-6, rtol=0)
+    perm = list(reversed(range(k)))
+    torch.testing.assert_close(sign_consensus([stacked[i] for i in perm], [weights[i] for i in perm], method),
+                               merged, atol=1e-6, rtol=0)
+
+
+@props
+@given(stacks(), st.data())
+def test_weighted_sum_ignores_order_and_upcasts(stacked, data):
+    k = stacked.shape[0]
+    weights = data.draw(st.lists(weights_st, min_size=k, max_size=k))
+    total = weighted_sum(list(stacked), weights)
+    expected = merge_utils.task_arithmetic(list(stacked), torch.tensor(weights))
+    torch.testing.assert_close(total, expected, atol=1e-5, rtol=0)
+    perm = list(reversed(range(k)))
+    torch.testing.assert_close(weighted_sum([stacked[i] for i in perm], [weights[i] for i in perm]), total,
+                               atol=1e-5, rtol=0)
+    noisy = stacked + torch.rand(stacked.shape, generator=torch.Generator().manual_seed(k)) / 7  # off the grid
+    low = weighted_sum(list(noisy.bfloat16()), weights)
+    assert low.dtype == torch.float32
+    bound = sum(abs(w) * x.abs() for w, x in zip(weights, noisy)) * 2**-8 + 1e-5  # bf16 rounding of inputs
+    assert ((low - weighted_sum(list(noisy), weights)).abs() <= bound).all()
+
+
+@props
+@given(dims, dims, st.integers(1, 6), st.integers(1, 8), st.integers(0, 1000))
+def test_low_rank_svd_is_the_truncated_svd_of_the_product(rows, cols, inner, rank, seed):
+    generator = torch.Generator().manual_seed(seed)
+    B, A = torch.randn(rows, inner, generator=generator), torch.randn(inner, cols, generator=generator)
+    Bk, Ak = low_rank_svd(B, A, rank)
+    k = min(rank, inner, rows, cols)
+    assert Bk.shape == (rows, k) and Ak.shape == (k, cols)
+    S = torch.linalg.svdvals(B @ A)
+    torch.testing.assert_close(torch.linalg.svdvals(Bk @ Ak)[:k], S[:k], atol=1e-4, rtol=1e-4)
+    residual = (B @ A - Bk @ Ak).norm() ** 2
+    assert residual.item() == pytest.approx((S[k:] ** 2).sum().item(), rel=1e-3, abs=1e-4)
+
+
+@pytest.mark.parametrize("density", [0.0, -0.1, 1.5])
+def test_bad_densities_are_refused(density):
+    delta = torch.ones(2, 2)
+    if density == 0.0:
+        assert torch.equal(magnitude_trim(delta, 0.0), torch.zeros(2, 2))  # peft's semantics: keep none
+    else:
+        with pytest.raises(ValueError, match="density must be in"):
+            magnitude_trim(delta, density)
+    with pytest.raises(ValueError, match=r"density must be in \(0, 1\]"):
+        random_drop(delta, density, torch.Generator())
+    with pytest.raises(ValueError, match="'total' or 'frequency'"):
+        elect_sign(delta[None], "median")  # type: ignore[arg-type]
