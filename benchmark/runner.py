@@ -97,7 +97,8 @@ def run_grid(
     base = prepare_base(suite, reporter.progress("pretraining base") if reporter.progress else None)
     reporter.log(f"base model ready in {time.perf_counter() - start:.1f} s ({base.fingerprint})")
     data_dir = cache.cache_dir("data", cache.content_hash(suite.name, suite.data_seed, [s.model_dump() for s in suite.skills]))
-    write_task_data(tasks, data_dir, {t: _eval_size(suite, t) for t in tasks}, suite.data_seed)
+    for task in tasks:
+        write_task_data([task], data_dir, _eval_size(suite, task), suite.data_seed)
     skill_data = skill_training_data(suite)
     provenance = collect_provenance()
 

@@ -19,7 +19,8 @@ TINY_SUITE = {
     "expert": {"rank": 4, "alpha": 8, "steps": 6, "batch_size": 8, "warmup_steps": 1},
     "eval": {"batch_size": 8, "max_gen_toks": 12},
     "seeds": [0, 1],
-    "method_params": {"cat": {"steps": 4, "sample_fraction": 0.25}, "data_mix": {"epochs_factor": 0.5}},
+    "method_params": {"cat": {"steps": 4, "sample_fraction": 0.25}, "data_mix": {"epochs_factor": 0.5},
+                      "lorahub": {"budget": 3, "n_examples": 2}},
 }
 
 

@@ -7,16 +7,23 @@ import sqlite3
 
 from typer.testing import CliRunner
 
+from benchmark import catalog
 from benchmark.cli import app
 
 runner = CliRunner()
-METHODS = ["base", "expert-math", "expert-code", "task_arithmetic", "cat_static", "cat", "data_mix"]
+METHODS = catalog.method_names(["math", "code"])
 TASKS = ["math", "code", "math_code"]
 
 
 def rows(db, query):
     with sqlite3.connect(db) as conn:
         return conn.execute(query).fetchall()
+
+
+def test_every_issue_method_is_registered():
+    for name in ["base", "expert-math", "expert-code", "task_arithmetic", "cat_static", "cat", "data_mix",
+                 "ties", "dare_linear", "dare_ties", "magnitude_prune", "svd", "lorahub"]:
+        assert name in METHODS
 
 
 def test_run_stores_every_cell_then_skips_them(tiny_suite_file, tmp_path):
@@ -40,8 +47,8 @@ def test_run_stores_every_cell_then_skips_them(tiny_suite_file, tmp_path):
 
     again = runner.invoke(app, ["run", "--suite", str(tiny_suite_file), "--db", str(db)])
     assert again.exit_code == 0, again.output
-    assert "computed 0 cells, 21 already stored" in again.output
-    assert len(rows(db, "select id from runs")) == 21
+    assert f"computed 0 cells, {3 * len(METHODS)} already stored" in again.output
+    assert len(rows(db, "select id from runs")) == 3 * len(METHODS)
 
     as_json = runner.invoke(app, ["results", "--db", str(db), "--format", "json"])
     records = json.loads(as_json.stdout)

@@ -1,0 +1,195 @@
+"""The evaluation bridge: a model in memory, scored on SoupBench's lm-eval tasks in-process.
+
+Every task is an ordinary lm-eval task (`tasks/<name>/<name>.yaml`, which lm-eval's own CLI runs
+too); this module only feeds it. `write_task_data` writes each task's documents as JSONL from its
+builder (the YAMLs' `custom_dataset` reads them back), and `evaluate_model` wraps the model in
+lm-eval's HFLM and runs all tasks of one model in a single `lm_eval.evaluator.evaluate` call
+(not `simple_evaluate`, which spends most of its fixed cost collecting environment information),
+then turns lm-eval's results and logged samples into storage records.
+"""
+
+from __future__ import annotations
+
+import os
+
+# No network here, and evaluation never needs one: keep datasets and the hub from trying. Set
+# before anything imports them; an explicit setting (HF_HUB_OFFLINE=0 for a hub suite) wins.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import copy  # noqa: E402
+import functools  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import tasks as tasks_package  # noqa: E402
+from benchmark.storage import SampleRecord, ScoreRecord  # noqa: E402
+from benchmark.suite import EvalSpec  # noqa: E402
+from benchmark.taskinfo import TASKS  # noqa: E402
+from tasks._common.dataset import data_file  # noqa: E402
+
+TASKS_DIR = Path(tasks_package.__file__).parent
+# Every SoupBench metric is a mean of per-document 0/1 values, for which lm-eval uses the
+# closed-form standard error (sample std / sqrt(n)) whenever bootstrap_iters > 0; it bootstraps
+# only metrics with no closed form (median, f1, ...), which no task here has yet.
+BOOTSTRAP_ITERS = 1000
+
+
+@dataclass
+class TaskOutcome:
+    task: str
+    scores: list[ScoreRecord]
+    samples: list[SampleRecord]
+
+
+def write_task_data(task_names: list[str], data_dir: Path, eval_size: int, seed: int) -> None:
+    """Write `<data_dir>/<task>.jsonl` from each task's eval builder; a file already holding exactly
+    these documents is left untouched, and a changed one is replaced atomically."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name in task_names:
+        docs = TASKS.get(name).build_eval(eval_size, seed)
+        text = "".join(json.dumps(doc, sort_keys=True) + "\n" for doc in docs)
+        path = data_file(data_dir, name)
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            continue
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def evaluate_model(model: Any, tokenizer: Any, task_names: list[str], data_dir: Path,
+                   eval_spec: EvalSpec) -> dict[str, TaskOutcome]:
+    """Score a causal LM on `task_names` (greedy decoding), with per-document samples.
+
+    The tokenizer gets pad = eos when it has no pad token (HFLM pads on the left for generation
+    itself). The model is put in eval mode for the call and handed back in the mode it came in.
+    Loaded tasks are cached per process and hold the requests of the call in flight, so run one
+    evaluation at a time per process.
+    """
+    from lm_eval.evaluator import evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    _quiet_lm_eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    task_dict = _load_tasks(tuple(task_names), _stamp(Path(data_dir), task_names),
+                            eval_spec.max_gen_toks, eval_spec.sandbox_timeout_s)
+    was_training = model.training
+    try:
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=eval_spec.batch_size,
+                  max_length=getattr(model.config, "max_position_embeddings", None))
+        results = evaluate(lm=lm, task_dict=task_dict, limit=eval_spec.limit,
+                           bootstrap_iters=BOOTSTRAP_ITERS, log_samples=True,
+                           confirm_run_unsafe_code=True)  # programs run in benchmark.sandbox
+    finally:
+        model.train(was_training)
+    return {name: _outcome(name, results) for name in task_names}
+
+
+def _stamp(data_dir: Path, task_names: list[str]) -> tuple:
+    """What the cached tasks depend on: the data folder and each data file's size and mtime."""
+    data_dir = data_dir.resolve()
+    stats = []
+    for name in task_names:
+        path = data_file(data_dir, name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: call write_task_data({task_names!r}, ...) first")
+        stat = path.stat()
+        stats.append((stat.st_size, stat.st_mtime_ns))
+    return str(data_dir), tuple(stats)
+
+
+@functools.cache
+def _task_manager():
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+
+
+@functools.cache
+def _task_config(name: str) -> dict:
+    """The task's YAML as lm-eval reads it (functions resolved), parsed once per process."""
+    # lm-eval has no public "config of a registered task, with overrides" call; its loader is the
+    # one function that reads a task YAML exactly as TaskManager does.
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = _task_manager().task_index.get(name)
+    if entry is None or entry.yaml_path is None:
+        TASKS.get(name)  # an unknown name: the registry's error lists the known ones
+        raise LookupError(f"lm-eval found no YAML for task {name!r} under {TASKS_DIR}")
+    return load_yaml(entry.yaml_path, resolve_func=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_tasks(names: tuple[str, ...], stamp: tuple, max_gen_toks: int, timeout_s: float) -> dict:
+    """lm-eval tasks with the suite's EvalSpec applied, reused across models: `evaluate` rebuilds a
+    task's requests on every call, so a loaded task carries nothing from one model to the next."""
+    data_dir = stamp[0]
+    specs = []
+    for name in names:
+        cfg = copy.deepcopy(_task_config(name))
+        cfg["generation_kwargs"] = {**cfg.get("generation_kwargs", {}), "max_gen_toks": max_gen_toks}
+        for pipeline in cfg.get("filter_list", []):
+            for step in pipeline["filter"]:
+                if "timeout_s" in step:
+                    step["timeout_s"] = timeout_s
+        cfg["metadata"] = {**cfg.get("metadata", {}), "data_dir": data_dir}
+        specs.append(cfg)
+    return _task_manager().load(specs)
+
+
+def _outcome(name: str, results: dict) -> TaskOutcome:
+    primary = TASKS.get(name).primary_metric
+    values = results["results"][name]
+    if len({key.partition(",")[2] for key in values} - {""}) != 1:
+        # lm-eval logs each document once per filter pipeline; records assume exactly one.
+        raise RuntimeError(f"task {name!r} must have one filter pipeline, reported {sorted(values)}")
+    n_samples = int(results["n-samples"][name]["effective"])
+    scores = []
+    for key, value in values.items():
+        metric, _, filter_name = key.partition(",")
+        if not filter_name or metric.endswith("_stderr"):
+            continue  # "alias", and the stderr entries read below
+        stderr = values.get(f"{metric}_stderr,{filter_name}")
+        scores.append(ScoreRecord(metric=metric, value=float(value),
+                                  stderr=float(stderr) if isinstance(stderr, (int, float)) else None,
+                                  n_samples=n_samples, primary=metric == primary))
+    if not any(s.primary for s in scores):
+        raise RuntimeError(f"task {name!r} reported {sorted(values)}, not its primary metric {primary!r}")
+    samples = sorted((_sample(s, primary) for s in results["samples"][name]), key=lambda s: s.doc_index)
+    return TaskOutcome(task=name, scores=scores, samples=samples)
+
+
+def _sample(logged: dict, primary: str) -> SampleRecord:
+    """One of lm-eval's logged samples as a record (one request per document, generate_until)."""
+    response = logged["filtered_resps"][0]
+    executed, extra = None, {}
+    if isinstance(response, dict):  # a program run by tasks/_common/filters.ExecuteProgram
+        executed = response["stdout"] if response["ok"] else response["error"]
+        extra = {key: response[key] for key in ("returncode", "timed_out", "value", "error")}
+    return SampleRecord(doc_index=int(logged["doc_id"]), prompt=logged["arguments"][0][0],
+                        generation=logged["resps"][0][0], target=str(logged["target"]),
+                        executed=executed, correct=bool(logged[primary]), extra=extra)
+
+
+class _DropKnownNoise(logging.Filter):
+    """Warnings lm-eval repeats on every call that only restate how this bridge calls it."""
+
+    NOISE = ("`pretrained` model kwarg is not of type `str`", "Passed an already-initialized model",
+             "Custom kwargs can be passed to `--metadata`")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in self.NOISE)
+
+
+@functools.cache
+def _quiet_lm_eval() -> None:
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    # A logger's filters see only its own records, so they go on the two modules that say these.
+    for module in ("lm_eval.models.huggingface", "lm_eval.api.task"):
+        logging.getLogger(module).addFilter(_DropKnownNoise())
