@@ -28,6 +28,17 @@ class Format(str, enum.Enum):
     csv = "csv"
 
 
+def _quiet_libraries() -> None:
+    """The run shows its own progress bars; the libraries' bars and deprecation chatter only hide them."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def _fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(2)
@@ -53,6 +64,7 @@ def run(
         spec = load_suite(suite)
     except (SuiteError, UnknownNameError) as err:
         _fail(str(err))
+    _quiet_libraries()
     if seeds > len(spec.seeds):
         _fail(f"--seeds {seeds}: suite {spec.name!r} lists only {len(spec.seeds)} seeds {list(spec.seeds)}")
     url = resolve_db_url(db)

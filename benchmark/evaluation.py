@@ -82,9 +82,11 @@ def evaluate_model(model: Any, tokenizer: Any, task_names: list[str], data_dir: 
     try:
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=eval_spec.batch_size,
                   max_length=getattr(model.config, "max_position_embeddings", None))
-        results = evaluate(lm=lm, task_dict=task_dict, limit=eval_spec.limit,
-                           bootstrap_iters=BOOTSTRAP_ITERS, log_samples=True,
-                           confirm_run_unsafe_code=True)  # programs run in benchmark.sandbox
+        # lm-eval draws tqdm bars it offers no switch for; the runner shows its own progress.
+        with contextlib.redirect_stderr(io.StringIO()):
+            results = evaluate(lm=lm, task_dict=task_dict, limit=eval_spec.limit,
+                               bootstrap_iters=BOOTSTRAP_ITERS, log_samples=True,
+                               confirm_run_unsafe_code=True)  # programs run in benchmark.sandbox
     finally:
         model.train(was_training)
     return {name: _outcome(name, results) for name in task_names}

@@ -1,0 +1,94 @@
+"""`soupbench validate`: the bar's figures, Kendall tau against scipy, and the exit code."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+from scipy.stats import kendalltau
+from typer.testing import CliRunner
+
+from benchmark.cli import app
+from benchmark.storage import RunRecord, ScoreRecord, open_store
+from benchmark.taskinfo import TASKS
+from benchmark.validity import assess, kendall_tau, rank_agreement
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kendall_tau_matches_scipy(seed):
+    rng = random.Random(seed)
+    x = [rng.choice([0.0, 0.1, 0.2, 0.5]) for _ in range(9)]
+    y = [rng.choice([0.0, 0.1, 0.3]) for _ in range(9)]
+    assert kendall_tau(x, y) == pytest.approx(kendalltau(x, y).statistic, abs=1e-12)
+
+
+def grid(good: bool) -> dict[tuple[str, str, int], float]:
+    """Scores for a suite that meets the bar (good) or whose experts already solve the composite."""
+    scores = {}
+    for seed in range(3):
+        jitter = 0.01 * seed
+        table = {
+            "base": {"math": 0.05, "code": 0.0, "math_code": 0.0},
+            "expert-math": {"math": 0.9, "code": 0.0, "math_code": 0.05 if good else 0.3},
+            "expert-code": {"math": 0.0, "code": 0.95, "math_code": 0.1},
+            "task_arithmetic": {"math": 0.6, "code": 0.7, "math_code": 0.35 + jitter},
+            "cat": {"math": 0.8, "code": 0.8, "math_code": 0.5 + jitter},
+        }
+        for method, row in table.items():
+            for task, value in row.items():
+                scores[(method, task, seed)] = value
+    return scores
+
+
+def test_assess_passes_a_good_suite_and_names_what_fails_in_a_bad_one():
+    tasks = [TASKS.get(t) for t in ("math", "code", "math_code")]
+    good = assess(grid(True), tasks)
+    assert all(tv.ok for tv in good)
+    composite = good[2]
+    assert composite.figures["best merge (cat)"] == pytest.approx(0.51)
+    assert composite.figures["mean Kendall tau across seeds"] == pytest.approx(1.0)
+    assert good[0].figures["expert gain"] == pytest.approx(0.85)
+    bad = assess(grid(False), tasks)
+    failing = [c.what for tv in bad for c in tv.checks if not c.ok]
+    assert failing == ["expert-math <= 0.5 x best merge"]
+
+
+def test_rank_agreement_is_mean_pairwise_tau():
+    scores = {}
+    orders = {0: [0.1, 0.2, 0.3], 1: [0.3, 0.2, 0.1], 2: [0.1, 0.3, 0.2]}
+    for seed, values in orders.items():
+        for method, value in zip("abc", values):
+            scores[(method, "t", seed)] = value
+    expected = sum(kendalltau(orders[a], orders[b]).statistic for a, b in itertools.combinations(range(3), 2)) / 3
+    assert rank_agreement(scores, "t") == pytest.approx(expected)
+    assert rank_agreement({k: v for k, v in scores.items() if k[2] == 0}, "t") is None
+
+
+def fill(db, scores):
+    store = open_store(f"sqlite:///{db}")
+    records = []
+    for (method, task, seed), value in scores.items():
+        records.append(RunRecord(
+            suite="micro", method=method, method_params={}, task=task, seed=seed,
+            scores=[ScoreRecord(TASKS.get(task).primary_metric, value, 0.01, 200, True)], samples=[],
+            merge_seconds=0.0, eval_seconds=0.0, peak_memory_mb=0.0, output_rank=None, consumes="nothing",
+            n_target_examples=None, base_fingerprint="b", expert_fingerprints={}, provenance={}, spec={}))
+    store.save_runs(records)
+    store.close()
+
+
+@pytest.mark.parametrize("good, code", [(True, 0), (False, 1)])
+def test_validate_command_exit_code(tmp_path, good, code):
+    db = tmp_path / "v.db"
+    fill(db, grid(good))
+    result = CliRunner().invoke(app, ["validate", "--db", str(db)])
+    assert result.exit_code == code, result.output
+    assert "expert-math gain over base" in result.output and "0.850" in result.output
+
+
+def test_validate_on_an_empty_grid_says_what_to_do(tmp_path):
+    db = tmp_path / "empty.db"
+    open_store(f"sqlite:///{db}").close()
+    result = CliRunner().invoke(app, ["validate", "--db", str(db)])
+    assert result.exit_code == 2 and "soupbench run" in result.output
