@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,26 +40,37 @@ def _format_samples(suite: Suite) -> list[str]:
     return samples
 
 
-def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | None = None) -> BaseModel:
-    """Build the micro base once per recipe (cached), or load a pretrained one."""
+def default_device() -> str:
+    """`SOUPBENCH_DEVICE`, else CUDA when present, else the CPU."""
+    return os.environ.get("SOUPBENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | None = None,
+                 device: str | None = None) -> BaseModel:
+    """Build the micro base once per recipe (cached), or load a pretrained one.
+
+    The device kind is part of the micro base's cache key: the same recipe pretrained on a GPU and
+    on a CPU gives different weights, and a stored score must name the weights it came from.
+    """
+    device = device or default_device()
     spec = suite.base
     if isinstance(spec, MicroBase):
-        key = cache.content_hash(spec.model_dump(mode="json"), BUILD_VERSION)
+        key = cache.content_hash(spec.model_dump(mode="json"), BUILD_VERSION, torch.device(device).type)
         folder = cache.cache_dir("base", key)
         if not cache.is_complete(folder):
             shutil.rmtree(folder, ignore_errors=True)
-            build_micro_base(spec, folder, _format_samples(suite), progress)
+            build_micro_base(spec, folder, _format_samples(suite), progress, device)
             cache.mark_complete(folder)
-        return _load(folder, f"micro-{key}", torch.float32)
+        return _load(folder, f"micro-{key}", torch.float32, device)
     assert isinstance(spec, HubBase)
     dtype = getattr(torch, spec.dtype)
-    model = AutoModelForCausalLM.from_pretrained(spec.model_id, revision=spec.revision, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(spec.model_id, revision=spec.revision, dtype=dtype).to(device)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_id, revision=spec.revision)
     fingerprint = f"{spec.model_id}@{spec.revision or getattr(model.config, '_commit_hash', None) or 'main'}"
     return BaseModel(Path(spec.model_id), fingerprint, model.eval(), tokenizer)
 
 
-def _load(folder: Path, fingerprint: str, dtype: torch.dtype) -> BaseModel:
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+def _load(folder: Path, fingerprint: str, dtype: torch.dtype, device: str) -> BaseModel:
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return BaseModel(folder, fingerprint, model, tokenizer)

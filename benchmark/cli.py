@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -40,8 +41,20 @@ def _quiet_libraries() -> None:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    # One line however long (scripts grep it), and the message is text, not rich markup.
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
+
+
+def _load_method_files(paths: list[Path] | None) -> None:
+    """Register the methods of user .py files in the process-wide registry (plugins by path)."""
+    from benchmark import catalog
+
+    for path in paths or []:
+        try:
+            catalog.load_method_file(path)
+        except Exception as err:  # a broken user file: say which and why, no traceback
+            _fail(f"method file {path}: {type(err).__name__}: {err}")
 
 
 @app.command()
@@ -51,6 +64,8 @@ def run(
     task: Annotated[Optional[list[str]], typer.Option(help="Task(s) to run; default: the suite's.")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Use the suite's first N seeds.")] = 1,
     db: Annotated[Optional[str], typer.Option(help="Database URL or SQLite path.")] = None,
+    method_file: Annotated[Optional[list[Path]], typer.Option(
+        help="A .py file defining MergeMethod subclasses to register (repeatable).")] = None,
 ) -> None:
     """Run the grid (methods x tasks x seeds), skipping stored cells, then print the results table."""
     from benchmark.progress import RichReporter
@@ -60,6 +75,7 @@ def run(
     from benchmark.suite import SuiteError, load_suite
     from benchmark.registry import UnknownNameError
 
+    _load_method_files(method_file)
     try:
         spec = load_suite(suite)
     except (SuiteError, UnknownNameError) as err:
@@ -84,6 +100,46 @@ def run(
         console.print(f"[red]failed:[/red] {label} (seed {seed}): {error}")
     if summary.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def merge(
+    base: Annotated[str, typer.Option(help="Base model folder (or hub id).")],
+    adapter: Annotated[list[str], typer.Option(help="PEFT LoRA folder, or NAME=PATH (repeatable, in weight order).")],
+    method: Annotated[str, typer.Option(help="Merge method (see `soupbench list methods`).")],
+    out: Annotated[Path, typer.Option(help="Output folder (written atomically).")],
+    weights: Annotated[Optional[str], typer.Option(help="Per-adapter weights W1,W2,... (the `weights` parameter).")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(help="Method parameter KEY=VALUE, VALUE as JSON if it parses (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for methods that draw at random (DARE).")] = 0,
+    as_adapter: Annotated[bool, typer.Option("--as-adapter", help="Write a PEFT LoRA adapter instead of a full model (low-rank methods only).")] = False,
+    ignore_declared_base: Annotated[bool, typer.Option("--ignore-declared-base", help="Accept adapters whose recorded base differs from --base.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
+    method_file: Annotated[Optional[list[Path]], typer.Option(help="A .py file defining MergeMethod subclasses (repeatable).")] = None,
+) -> None:
+    """Merge LoRA adapters into a base model and write it (with tokenizer and card) to --out."""
+    from benchmark.adapters import AdapterMismatchError
+    from benchmark.contract import PluginContractError
+    from benchmark.merge_tool import merge_to_folder, parse_param, parse_weights
+    from benchmark.registry import UnknownNameError
+
+    _load_method_files(method_file)
+    try:
+        params = dict(parse_param(p) for p in param or [])
+        if weights is not None:
+            if "weights" in params:
+                _fail("give the weights either with --weights or with --param weights=..., not both")
+            params["weights"] = parse_weights(weights)
+        card = merge_to_folder(base, adapter, method, out, params, seed=seed, as_adapter=as_adapter,
+                               ignore_declared_base=ignore_declared_base, overwrite=overwrite,
+                               report=lambda message: console.print(message, highlight=False))
+    except AdapterMismatchError as err:
+        _fail(f"adapter does not fit the base: {err}")
+    except (ValueError, UnknownNameError, FileNotFoundError, PluginContractError) as err:
+        _fail(str(err))
+    kind = "a LoRA adapter" if card["output"] == "adapter" else "a model"
+    rank = card["output_rank"] if card["output_rank"] is not None else "dense"
+    console.print(f"merged {len(card['adapters'])} adapters with {card['method']} into {kind} at {out} "
+                  f"(output rank {rank})", soft_wrap=True, highlight=False)
 
 
 @app.command("list")
@@ -177,6 +233,28 @@ def validate(
     ok = all(tv.ok for tv in report)
     out.print("[green]the suite meets its bar[/green]" if ok else "[red]the suite does not meet its bar[/red]")
     raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def leaderboard(
+    db: Annotated[Optional[str], typer.Option(help="Database URL or SQLite path.")] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve the site on.")] = 8501,
+) -> None:
+    """Start the leaderboard site (Streamlit) over the results database, opened read-only."""
+    from benchmark.results import open_readonly
+    from benchmark.storage import resolve_db_url
+
+    url = resolve_db_url(db)
+    try:  # fail here, in the terminal, rather than on a web page nobody has opened yet
+        open_readonly(url).close()
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    except Exception as err:  # a server that is down, a driver that is not installed
+        _fail(f"cannot read {url}: {type(err).__name__}: {err}")
+    from leaderboard.serve import serve
+
+    console.print(f"leaderboard for {url} at http://localhost:{port}")
+    serve(url, port)
 
 
 if __name__ == "__main__":

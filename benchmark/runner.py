@@ -20,6 +20,7 @@ import torch
 from benchmark import cache, catalog
 from benchmark.apply import apply_deltas
 from benchmark.base_model import BaseModel, prepare_base
+from benchmark.contract import check_merge_result
 from benchmark.evaluation import evaluate_model, write_task_data
 from benchmark.experts import prepare_experts, skill_training_data
 from benchmark.memory import PeakMemory
@@ -68,8 +69,13 @@ def run_grid(
     tasks: list[str] | None = None,
     seeds: list[int] | None = None,
     reporter: Reporter | None = None,
+    evaluator: Callable[..., dict] = evaluate_model,
 ) -> GridSummary:
-    """Run every (method, task, seed) cell not yet stored; return what was done."""
+    """Run every (method, task, seed) cell not yet stored; return what was done.
+
+    `evaluator` has `benchmark.evaluation.evaluate_model`'s signature; replacing it is for research
+    scripts on machines without lm-eval (scripts/micro_sweep.py), not for leaderboard results.
+    """
     reporter = reporter or Reporter()
     methods = methods or catalog.method_names(suite.skill_names)
     tasks = tasks or list(suite.tasks)
@@ -110,7 +116,8 @@ def run_grid(
             label = _label(method)
             reporter.log(f"{label} (seed {seed}): merging, then evaluating {', '.join(pending)}")
             try:
-                records = _run_cell(suite, base, experts, method, pending, seed, skill_data, data_dir, provenance, reporter)
+                records = _run_cell(suite, base, experts, method, pending, seed, skill_data, data_dir, provenance,
+                                    reporter, evaluator)
             except Exception as err:  # a broken method must not stop the grid
                 message = f"{type(err).__name__}: {err}"
                 reporter.log(f"[red]{label} failed[/red] (seed {seed}): {message}")
@@ -149,7 +156,8 @@ def _eval_size(suite: Suite, task: str) -> int:
 
 
 def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pending: list[str], seed: int,
-              skill_data: dict, data_dir: Path, provenance: dict, reporter: Reporter) -> list[RunRecord]:
+              skill_data: dict, data_dir: Path, provenance: dict, reporter: Reporter,
+              evaluator: Callable[..., dict]) -> list[RunRecord]:
     wants_data = method.consumes in (Consumes.SKILL_SAMPLE, Consumes.SKILL_DATA)
     wants_target = method.consumes is Consumes.TARGET_EXAMPLES
     context = MergeContext(
@@ -167,12 +175,12 @@ def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pendi
     torch.manual_seed(seed)
     with PeakMemory() as memory:
         start = time.perf_counter()
-        result = method.merge(experts, context)
+        result = check_merge_result(method, method.merge(experts, context), base.model)
         model = base.fresh()
         stats = apply_deltas(model, result)
         merge_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        outcomes = evaluate_model(model, base.tokenizer, pending, data_dir, suite.eval)
+        outcomes = evaluator(model, base.tokenizer, pending, data_dir, suite.eval)
         eval_seconds = time.perf_counter() - start
     spec = {
         "suite": suite.model_dump(mode="json"),

@@ -41,6 +41,9 @@ class MicroBase(_Frozen):
     max_positions: int = Field(256, ge=32)
     init_std: float = Field(0.02, gt=0)
     corpus_documents: int = Field(60_000, ge=100)
+    # Document kind -> weight in the pretraining corpus (benchmark.micro.corpus.DOCUMENT_KINDS);
+    # kinds left out keep their default weight, a weight of 0 removes a kind.
+    corpus_mix: dict[str, float] = Field(default_factory=dict)
     steps: int = Field(1500, ge=1)
     batch_size: int = Field(32, ge=1)
     seq_len: int = Field(128, ge=16)

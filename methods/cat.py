@@ -70,7 +70,7 @@ class Cat(MergeMethod):
             parent = model.get_submodule(parent_name)
             layer = CatLinear(getattr(parent, child), [experts[i].modules[module] for i in holders],
                               self.params.normalize)
-            setattr(parent, child, layer)
+            setattr(parent, child, layer.to(layer.base.weight.device))
             layers[module] = (layer, holders)
 
         sample = sample_examples(context.skill_data, self.params.sample_fraction, context.seed)

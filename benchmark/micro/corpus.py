@@ -59,10 +59,14 @@ DOCUMENT_KINDS: dict[str, tuple[Callable[[random.Random], str], float]] = {
 }
 
 
-def documents(n: int, seed: int) -> Iterator[str]:
-    """`n` documents drawn from the kinds above with their weights, deterministic given the seed."""
+def documents(n: int, seed: int, mix: dict[str, float] | None = None) -> Iterator[str]:
+    """`n` documents drawn from the kinds above with their weights (overridden by `mix`),
+    deterministic given the seed."""
+    unknown = set(mix or {}) - set(DOCUMENT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown corpus document kinds {sorted(unknown)}; known: {sorted(DOCUMENT_KINDS)}")
     rng = random.Random(seed)
     makers = [maker for maker, _ in DOCUMENT_KINDS.values()]
-    weights = [weight for _, weight in DOCUMENT_KINDS.values()]
+    weights = [(mix or {}).get(kind, weight) for kind, (_, weight) in DOCUMENT_KINDS.items()]
     for _ in range(n):
         yield rng.choices(makers, weights)[0](rng)

@@ -44,6 +44,7 @@ def build_micro_base(
     out_dir: Path,
     format_samples: list[str],
     progress: Callable[[int, int, float], None] | None = None,
+    device: str = "cpu",
 ) -> None:
     """Pretrain the micro base into `out_dir`.
 
@@ -51,7 +52,7 @@ def build_micro_base(
     the labels of the formats are whole tokens; they never enter the pretraining corpus.
     """
     torch.manual_seed(spec.seed)
-    docs = list(corpus.documents(spec.corpus_documents, spec.seed))
+    docs = list(corpus.documents(spec.corpus_documents, spec.seed, spec.corpus_mix))
     tokenizer = train_tokenizer(itertools.chain(docs[:20_000], format_samples), spec.vocab_size)
     ids: list[int] = []
     for encoded in tokenizer(docs, add_special_tokens=False)["input_ids"]:
@@ -60,14 +61,14 @@ def build_micro_base(
     stream = torch.tensor(ids, dtype=torch.long)
 
     config = llama_config(spec, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config).to(device)
     batches = packed_batches(stream, spec.seq_len, spec.batch_size, spec.seed)
     final_loss = train_loop(model, list(model.parameters()), batches, spec.steps, spec.lr,
                             spec.warmup_steps, weight_decay=0.01, progress=progress)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
+    model.to("cpu").save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "pretraining.txt").write_text(
         f"corpus tokens: {stream.numel()}\nsteps: {spec.steps}\nfinal loss: {final_loss:.4f}\n"

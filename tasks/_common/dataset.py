@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
+if TYPE_CHECKING:  # imported when lm-eval loads a task, not by everything that names a data file
+    import datasets
 
 SPLIT = "test"
 
@@ -20,8 +22,10 @@ def data_file(data_dir: str | Path, task: str) -> Path:
     return Path(data_dir) / f"{task}.jsonl"
 
 
-def load_task_jsonl(task: str, data_dir: str | None = None, **_metadata) -> datasets.DatasetDict:
+def load_task_jsonl(task: str, data_dir: str | None = None, **_metadata) -> "datasets.DatasetDict":
     """The task's documents as a one-split DatasetDict (built in memory: no HF cache is written)."""
+    import datasets
+
     if data_dir is None:
         raise ValueError(
             f"task {task!r} reads its documents from <data_dir>/{task}.jsonl, but no data_dir was "

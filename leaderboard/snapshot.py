@@ -1,0 +1,74 @@
+"""A process-wide cache of each suite's runs, checked against the database on every page view.
+
+Why not a time-to-live cache: a TTL either serves stale results (runs that `soupbench run` just
+stored stay invisible until it expires) or recomputes needlessly when it expires with nothing new.
+Here every view asks the database one cheap question, "how many runs, and the newest id?", and
+reloads the suite only when the answer changed. A new run gets a new id and a replaced failed run
+too, so the answer changes exactly when the data does.
+
+Why process-wide rather than `st.cache_data`: `soupbench leaderboard` fills it for every suite
+while the server starts (see `leaderboard.serve`), so even the first visitor gets a warm page;
+Streamlit's caches only exist once its runtime runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import func, select
+
+from benchmark.results import ResultsReader, open_readonly
+from benchmark.storage import Run
+from leaderboard import queries
+
+_lock = threading.Lock()
+_readers: dict[str, ResultsReader] = {}
+_suites: dict[tuple[str, str], SuiteFrames] = {}
+
+
+@dataclass(frozen=True)
+class SuiteFrames:
+    """What every page of a suite starts from (shared: pages must not modify these frames)."""
+
+    version: tuple[int, int]
+    runs: pd.DataFrame  # every run, ok and failed
+    scores: pd.DataFrame
+    cells: pd.DataFrame  # aggregates over all base models
+
+
+def reader(url: str) -> ResultsReader:
+    """One read-only connection pool per database URL, opened on first use."""
+    with _lock:
+        if url not in _readers:
+            _readers[url] = open_readonly(url)
+        return _readers[url]
+
+
+def data_version(url: str, suite: str) -> tuple[int, int]:
+    """(number of runs, highest run id) of a suite: changes whenever its runs change."""
+    query = select(func.count(Run.id), func.max(Run.id)).where(Run.suite == suite)
+    with reader(url).engine.connect() as connection:
+        count, newest = connection.execute(query).one()
+    return int(count), int(newest or 0)
+
+
+def suite_frames(url: str, suite: str) -> SuiteFrames:
+    """The suite's frames, reloaded only when its runs changed since the last call."""
+    version = data_version(url, suite)
+    cached = _suites.get((url, suite))
+    if cached is not None and cached.version == version:
+        return cached
+    runs, scores = queries.load_runs(reader(url), suite), queries.load_scores(reader(url), suite)
+    cells = queries.aggregate(queries.primary_scores(runs, scores))
+    frames = SuiteFrames(version, runs, scores, cells)
+    with _lock:
+        _suites[(url, suite)] = frames
+    return frames
+
+
+def prefetch(url: str) -> None:
+    """Load every suite of the database (what the first visitor would otherwise wait for)."""
+    for suite in reader(url).suites():
+        suite_frames(url, suite)

@@ -1,0 +1,142 @@
+"""Streamlit glue shared by the pages: where the database is, cached reads, the empty state.
+
+Pages call `suite_data()` first; it either returns what they need or renders a helpful message
+and stops the page, so no page has to handle a missing or empty database itself. Suite data comes
+from `leaderboard.snapshot` (reloaded exactly when runs change); per-run samples, which never
+change once stored, are cached for `TTL` seconds to bound memory rather than to stay fresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from benchmark.storage import DB_ENV_VAR, resolve_db_url
+from leaderboard import queries, snapshot
+
+TTL = 600
+
+
+def db_url() -> str:
+    """`--db` after `streamlit run app.py --`, else $SOUPBENCH_DB, else ./soupbench.db."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--db", default=None)
+    known, _ = parser.parse_known_args(sys.argv[1:])
+    return resolve_db_url(known.db or os.environ.get(DB_ENV_VAR))
+
+
+def suites(url: str) -> list[str]:
+    return snapshot.reader(url).suites()
+
+
+def frames(url: str, suite: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, scores) of one suite (shared frames: never modify them in place)."""
+    data = snapshot.suite_frames(url, suite)
+    return data.runs, data.scores
+
+
+def cells(url: str, suite: str, bases: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Per (method setting, task) aggregates, over the runs on the chosen base models."""
+    data = snapshot.suite_frames(url, suite)
+    return data.cells if bases is None else _cells_on(url, suite, bases, data.version)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _cells_on(url: str, suite: str, bases: tuple[str, ...], version: tuple[int, int]) -> pd.DataFrame:
+    data = snapshot.suite_frames(url, suite)
+    return queries.aggregate(queries.primary_scores(data.runs[data.runs["base"].isin(bases)], data.scores))
+
+
+@st.cache_data(ttl=TTL, max_entries=256, show_spinner=False)
+def samples(url: str, run_id: int) -> pd.DataFrame:
+    return queries.samples_frame(snapshot.reader(url).samples(run_id))
+
+
+@dataclass
+class SuiteData:
+    url: str
+    suite: str
+    runs: pd.DataFrame  # every run of the suite, ok and failed
+    scores: pd.DataFrame
+
+
+def _empty_state(url: str) -> None:
+    st.info(
+        "**No results yet.** This database holds no runs. Fill it with\n\n"
+        f"```bash\nsoupbench run --db {url}\n```\n\n"
+        "(the embedded `micro` suite builds its own small model and data on a CPU in minutes), "
+        "then reload this page. The *How to submit* page explains how to add your own method.",
+        icon=":material/info:",
+    )
+
+
+def connect(report: bool = True) -> tuple[str, list[str]] | None:
+    """The database URL and its suites; None (with a message if `report`) if it cannot be read."""
+    url = db_url()
+    shown = url.split("@")[-1] if "@" in url else url  # never print a password
+    try:
+        return url, suites(url)
+    except (FileNotFoundError, ValueError) as error:
+        if report:
+            st.error(f"Cannot open the results database: {error}")
+            _empty_state(shown)
+    except Exception as error:  # a server that is down, a driver that is missing
+        if report:
+            st.error(f"Cannot read {shown}: {type(error).__name__}: {error}")
+    return None
+
+
+def choose_suite(suite_names: list[str]) -> str:
+    """The suite picker (in the entry script's sidebar, so every page shares it, and in the URL)."""
+    return pick("Suite", suite_names, "suite", container=st.sidebar,
+                help="A base model with its skills, tasks, training recipe and seeds.")
+
+
+def suite_data() -> SuiteData:
+    """What a data page needs, or a message and a stop when there is nothing to show."""
+    connected = connect(report=False)
+    if connected is None or not connected[1]:
+        st.title("SoupBench leaderboard")
+        st.caption("Which merge method composes skills best, at what cost, and how sure we are.")
+        if connected is None:
+            connect(report=True)  # says what is wrong with the database
+        else:
+            _empty_state(connected[0])
+        st.stop()
+    url, suite_names = connected
+    suite = st.session_state.get("suite") or suite_names[0]
+    runs, scores = frames(url, suite)
+    if (runs["status"] == "ok").sum() == 0:
+        st.warning(f"Suite `{suite}` has only failed runs so far:")
+        st.dataframe(runs[["method", "task", "seed", "error"]], hide_index=True)
+        _empty_state(url)
+        st.stop()
+    return SuiteData(url, suite, runs, scores)
+
+
+def header(title: str, explanation: str) -> None:
+    st.title(title)
+    st.caption(explanation)
+
+
+def pick(label: str, options: list[str], key: str, index: int = 0, container: object = st,
+         help: str | None = None) -> str:
+    """A selectbox bound to the URL query parameter `key`, so a link opens the same view."""
+    return container.selectbox(label, options, index=index, key=key, bind="query-params", help=help)
+
+
+def stat(container: object, label: str, value: str, note: str | None = None) -> None:
+    """A headline number with a grey note under it (no up/down arrow: nothing changed)."""
+    container.metric(label, value, note, delta_color="off", delta_arrow="off")
+
+
+def fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
+    """Numbers on the site: three decimals, a dash for missing."""
+    if value is None or pd.isna(value):
+        return "—"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"

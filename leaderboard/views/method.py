@@ -1,0 +1,82 @@
+"""Method page: what a method is, what it used and cost, and how it scores across tasks and seeds."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from leaderboard import charts, queries, ranking, ui
+from leaderboard.method_info import method_info
+
+data = ui.suite_data()
+cells = ui.cells(data.url, data.suite)
+ranked = ranking.overview(cells).table
+label = ui.pick("Method", list(ranked.index), "method", container=st.sidebar,
+                help="Methods of this suite, best average first; a method run with several parameter "
+                     "settings appears once per setting.")
+runs = data.runs[data.runs["label"] == label]
+ok = runs[runs["status"] == "ok"]
+first = ok.iloc[0]
+info = method_info(first["method_class"])
+
+ui.header(label, "What the method is, what it consumed, what it cost, and its scores across tasks "
+          "and seeds (mean over seeds with 95% interval; rank among the suite's methods).")
+st.markdown(info.description or "_No description: the method's source is not installed here._")
+facts = [f"**family:** {info.family}", f"**consumes:** {queries.consumes_label(first['consumes'])}"]
+if info.paper:
+    facts.append(f"**paper:** [{info.paper}]({info.paper})")
+if first["method_class"]:
+    facts.append(f"**class:** `{first['method_class']}`")
+if pd.notna(first["n_target_examples"]):
+    facts.append(f"**target examples used:** {int(first['n_target_examples'])}")
+st.markdown(" &nbsp;·&nbsp; ".join(facts))
+
+params, costs = st.columns([1, 2])
+with params:
+    st.markdown("**Parameters used**")
+    values = json.loads(first["params"])
+    if values:
+        st.json(values)
+    else:
+        st.markdown("_none (the method has no parameters)_")
+with costs:
+    st.markdown("**Costs** (per merge, over seeds)")
+    per_seed = ok.drop_duplicates("seed")  # one merge per seed serves every task
+    merge = per_seed["merge_seconds"]
+    a, b, c = st.columns(3)
+    ui.stat(a, "merge seconds", f"{merge.mean():,.2f}",
+            f"± {merge.std():,.2f} sd over {len(merge)} seeds" if len(merge) > 1 else "one seed")
+    ui.stat(b, "peak memory", f"{per_seed['peak_memory_mb'].max():,.0f} MB", "max over seeds")
+    rank = ok["output_rank"].dropna()
+    ui.stat(c, "output rank", "—" if rank.empty else f"{int(rank.max())}", "of the merged delta, largest module")
+
+st.subheader("Scores across tasks")
+scores = ranking.method_scores(cells, label)
+scores = scores.assign(interval=[f"[{ui.fmt(lo)}, {ui.fmt(hi)}]" for lo, hi in zip(scores["ci_low"], scores["ci_high"])],
+                       place=[f"{r} of {n}" for r, n in zip(scores["rank"], scores["of"])])
+st.dataframe(scores[["task", "metric", "mean", "half_width", "interval", "n_seeds", "std", "place"]],
+             hide_index=True, key="method_scores", column_config={
+                 "mean": st.column_config.NumberColumn("mean", format="%.3f"),
+                 "half_width": st.column_config.NumberColumn("±", format="%.3f", help="95% interval half-width"),
+                 "interval": st.column_config.TextColumn("95% interval"),
+                 "n_seeds": st.column_config.NumberColumn("seeds"),
+                 "std": st.column_config.NumberColumn("sd over seeds", format="%.3f"),
+                 "place": st.column_config.TextColumn("rank", help="Among this suite's methods on the task."),
+             })
+
+st.subheader("Seeds' spread")
+st.caption("Each dot is one seed's score; the tick is the mean and the grey bar its 95% interval.")
+seed_rows = queries.primary_scores(data.runs[data.runs["label"] == label], data.scores)
+st.altair_chart(charts.seed_spread(seed_rows[["task", "seed", "value"]], scores), width="stretch")
+wide = seed_rows.pivot_table(index="task", columns="seed", values="value").reindex(list(scores["task"]))
+wide.columns = [f"seed {s}" for s in wide.columns]
+st.dataframe(wide.style.format("{:.3f}"), key="seed_table")
+
+failed = runs[runs["status"] == "failed"]
+if not failed.empty:
+    with st.expander(f"{len(failed)} failed run(s), not counted in any mean"):
+        st.dataframe(failed[["task", "seed", "error"]], hide_index=True)
+st.page_link("views/compare.py", label=f"Compare {label} with another method", icon=":material/compare_arrows:",
+             query_params={"a": label})

@@ -1,0 +1,176 @@
+"""Explore micro-suite designs: run the grid for several suite variants and print validity figures.
+
+Research tool for the issue "Make the micro suite a real benchmark". Each variant is the micro
+suite with overrides (base size, pretraining, corpus mix, expert recipe); the grid runs through
+the real runner into one SQLite file per variant, and `benchmark.validity.assess` reports the bar.
+`--fast-eval` swaps lm-eval for a plain batched greedy decoder with the same prompts, stop strings
+and scoring rules, and evaluates programs by safe arithmetic instead of the sandbox: for machines
+(a borrowed GPU) without lm-eval; never for stored leaderboard results.
+
+Usage: python scripts/micro_sweep.py VARIANTS.yaml --out DIR [--seeds 1] [--fast-eval]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from benchmark.base_model import prepare_base
+from benchmark.evaluation import TaskOutcome, data_file
+from benchmark.experts import prepare_experts, skill_training_data
+from benchmark.results import open_readonly
+from benchmark.runner import run_grid
+from benchmark.storage import SampleRecord, ScoreRecord, open_store
+from benchmark.suite import Suite, load_suite
+from benchmark.taskinfo import TASKS
+from benchmark.validity import assess
+
+PROGRAM_STOPS = ["\n\n", "Question:", "Instruction:", "Program:", "Answer:"]
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _value(node: ast.AST) -> float:
+    """Arithmetic on number literals only; anything else is refused (the program counts as wrong)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult)):
+        left, right = _value(node.left), _value(node.right)
+        return {ast.Add: left + right, ast.Sub: left - right, ast.Mult: left * right}[type(node.op)]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_value(node.operand)
+    raise ValueError("not plain arithmetic")
+
+
+def run_arithmetic_program(code: str) -> float | None:
+    """The last number a `print(<arithmetic>)` program prints, without executing anything."""
+    try:
+        tree = ast.parse(code)
+        printed = None
+        for statement in tree.body:
+            call = statement.value if isinstance(statement, ast.Expr) else None
+            if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "print" and len(call.args) == 1):
+                return None
+            printed = _value(call.args[0])
+        return printed
+    except (SyntaxError, ValueError, RecursionError, OverflowError):
+        return None
+
+
+def cut(text: str, stops: list[str]) -> str:
+    positions = [text.find(s) for s in stops if s in text]
+    return text[: min(positions)] if positions else text
+
+
+def fast_evaluate(model, tokenizer, task_names, data_dir, eval_spec) -> dict[str, TaskOutcome]:
+    """Greedy batched decoding and the tasks' scoring rules, without lm-eval."""
+    tokenizer.padding_side = "left"
+    outcomes = {}
+    for task in task_names:
+        docs = [json.loads(line) for line in data_file(Path(data_dir), task).read_text().splitlines()]
+        docs = docs[: eval_spec.limit] if eval_spec.limit else docs
+        stops = ["\n"] if task == "math" else PROGRAM_STOPS
+        generations = []
+        for start in range(0, len(docs), 256):
+            batch = tokenizer([d["prompt"] for d in docs[start : start + 256]], return_tensors="pt",
+                              padding=True, add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                out = model.generate(**batch, max_new_tokens=eval_spec.max_gen_toks, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            generations += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        samples = []
+        for i, (doc, generation) in enumerate(zip(docs, generations)):
+            text = cut(generation, stops)
+            if task == "math":
+                numbers = NUMBER.findall(text)
+                value = float(numbers[-1]) if numbers else None
+            else:
+                value = run_arithmetic_program(text.strip())
+            correct = value is not None and abs(value - doc["answer"]) <= 1e-3
+            samples.append(SampleRecord(i, doc["prompt"], generation, doc["target"], str(value), correct, {}))
+        accuracy = sum(s.correct for s in samples) / len(samples)
+        stderr = (accuracy * (1 - accuracy) / max(1, len(samples) - 1)) ** 0.5
+        outcomes[task] = TaskOutcome(task, [ScoreRecord(TASKS.get(task).primary_metric, accuracy, stderr,
+                                                        len(samples), True)], samples)
+    return outcomes
+
+
+def delta_norm_ratios(suite: Suite) -> dict[str, float]:
+    """Per expert, the mean over adapted modules of ||dW||_F / ||W||_F (cached base and experts)."""
+    base = prepare_base(suite)
+    experts = prepare_experts(suite, base, suite.seeds[0], skill_training_data(suite))
+    ratios = {}
+    for expert in experts:
+        values = [(f.delta().norm() / base.model.get_submodule(m).weight.detach().float().cpu().norm()).item()
+                  for m, f in expert.modules.items()]
+        ratios[expert.name] = sum(values) / len(values)
+    cosines = []
+    a, b = experts[0], experts[1]
+    for m in set(a.modules) & set(b.modules):
+        da, db = a.modules[m].delta().flatten(), b.modules[m].delta().flatten()
+        cosines.append((da @ db / (da.norm() * db.norm())).item())
+    ratios["cosine(expert0, expert1)"] = sum(cosines) / max(1, len(cosines))
+    return ratios
+
+
+def variant_suite(base: Suite, overrides: dict) -> Suite:
+    merged = base.model_dump(mode="json")
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return Suite.model_validate(merged)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variants", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--fast-eval", action="store_true")
+    parser.add_argument("--methods", default="base,expert-math,expert-code,task_arithmetic,ties,dare_ties,cat,data_mix")
+    options = parser.parse_args()
+    options.out.mkdir(parents=True, exist_ok=True)
+    micro = load_suite("micro")
+    if os.environ.get("SWEEP_MATH_CODE_DIGITS"):  # research knob: size of math_code's numbers
+        import tasks.math_code.data as math_code_data
+
+        math_code_data.DIGITS = tuple(int(d) for d in os.environ["SWEEP_MATH_CODE_DIGITS"].split(","))
+    for name, overrides in yaml.safe_load(options.variants.read_text()).items():
+        suite = variant_suite(micro, overrides or {})
+        db = options.out / f"{name}.db"
+        store = open_store(f"sqlite:///{db}")
+        start = time.perf_counter()
+        kwargs = {"evaluator": fast_evaluate} if options.fast_eval else {}
+        run_grid(suite, store, methods=options.methods.split(","), seeds=list(suite.seeds[: options.seeds]), **kwargs)
+        store.close()
+        scores = {}
+        reader = open_readonly(f"sqlite:///{db}")
+        for row in reader.runs(suite=suite.name, status="ok"):
+            for score in row.scores:
+                if score.primary:
+                    scores[(row.method, row.task, row.seed)] = score.value
+        reader.close()
+        print(f"\n=== {name} ({time.perf_counter() - start:.0f} s) {json.dumps(overrides)}")
+        methods = sorted({m for m, _, _ in scores})
+        print(f"{'method':18}" + "".join(f"{t:>11}" for t in suite.tasks))
+        for method in methods:
+            row = [sum(v for (m, t, _), v in scores.items() if m == method and t == task) /
+                   max(1, sum(1 for (m, t, _) in scores if m == method and t == task)) for task in suite.tasks]
+            print(f"{method:18}" + "".join(f"{v:11.3f}" for v in row))
+        print("  delta norm ratios:", {k: round(v, 4) for k, v in delta_norm_ratios(suite).items()})
+        for tv in assess(scores, [TASKS.get(t) for t in suite.tasks]):
+            print(f"  {tv.task}: {'PASS' if tv.ok else 'fail'} " + "; ".join(
+                f"{c.what}={'n/a' if c.value is None else round(c.value, 3)}" for c in tv.checks if not c.ok))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""A realistic grid of stored runs for the leaderboard's tests and benchmark.
+
+Shaped like `soupbench run` on the micro suite: base, the two experts and six merges on math, code
+and math_code, several seeds, per-sample outputs whose right/wrong flags *are* the score (score =
+fraction correct), merge costs that grow from arithmetic to training, and one failed run that must
+never be shown. Everything is deterministic, and `Grid` keeps the raw per-seed values so that tests
+compute expected means, intervals and ranks on their own.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from benchmark.storage import RunRecord, SampleRecord, ScoreRecord, open_store
+
+TASKS = ("math", "code", "math_code")
+SEEDS = (0, 1, 2)
+N_DOCS = 100
+PRIMARY = {"math": "exact_match", "code": "exec_accuracy", "math_code": "exec_accuracy"}
+MICRO_BASE = {"kind": "micro", "hidden_size": 128, "num_layers": 2, "vocab_size": 512}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    class_path: str
+    consumes: str
+    quality: dict[str, float]  # expected accuracy per task
+    merge_seconds: float
+    peak_mb: float
+    output_rank: int | None
+    params: dict = field(default_factory=dict)
+
+
+METHODS = (
+    MethodSpec("base", "methods.base.Base", "nothing", {"math": .05, "code": .08, "math_code": .02}, 0.0, 310, 0),
+    MethodSpec("expert-math", "methods.single_expert.SingleExpert", "nothing",
+               {"math": .70, "code": .10, "math_code": .08}, 0.01, 320, 8, {"skill": "math"}),
+    MethodSpec("expert-code", "methods.single_expert.SingleExpert", "nothing",
+               {"math": .08, "code": .75, "math_code": .12}, 0.01, 320, 8, {"skill": "code"}),
+    MethodSpec("task_arithmetic", "methods.task_arithmetic.TaskArithmetic", "nothing",
+               {"math": .50, "code": .55, "math_code": .22}, 0.9, 410, 16, {"weights": None}),
+    MethodSpec("ties", "methods.ties.Ties", "nothing", {"math": .55, "code": .60, "math_code": .28},
+               2.6, 450, 64, {"density": 0.2, "majority_sign_method": "total"}),
+    MethodSpec("cat", "methods.cat.Cat", "skill_sample", {"math": .66, "code": .70, "math_code": .45},
+               95.0, 900, 16, {"sample_fraction": 0.05, "steps": 100}),
+    MethodSpec("data_mix", "methods.data_mix.DataMix", "skill_data",
+               {"math": .68, "code": .72, "math_code": .33}, 620.0, 1200, 8),
+    MethodSpec("lorahub", "methods.lorahub.LoraHub", "target_examples",
+               {"math": .45, "code": .50, "math_code": .25}, 140.0, 700, 16, {"budget": 40, "n_examples": 5}),
+)
+
+PROMPTS = {
+    "math": ("Mia has {a} shells and finds {b} more. How many shells does Mia have now?", "{a} + {b} = {c}"),
+    "code": ("Write a program that prints {a} + {b}.", "print({a} + {b})"),
+    "math_code": ("A farm has {a} cows and buys {b} more. How many cows? Answer with a program.",
+                  "print({a} + {b})"),
+}
+
+
+def _rng(*key: object) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def outcomes(method: MethodSpec, task: str, seed: int, n_docs: int) -> list[bool]:
+    """Right/wrong per document: the method's quality plus a per-seed shift (seeds differ)."""
+    quality = method.quality.get(task, float(_rng(method.name, task).uniform(0.05, 0.6)))
+    shift = float(_rng("shift", method.name, task, seed).normal(0, 0.02))
+    draws = _rng("docs", method.name, task, seed).random(n_docs)
+    return [bool(d < min(max(quality + shift, 0.0), 1.0)) for d in draws]
+
+
+def _sample(task: str, doc: int, correct: bool) -> SampleRecord:
+    a, b = 1000 + 37 * doc, 2000 + 11 * doc
+    prompt, target = PROMPTS.get(task, PROMPTS["math_code"])
+    reference = target.format(a=a, b=b, c=a + b)
+    generation = reference if correct else target.format(a=a, b=b - 1, c=a + b - 1)
+    executed = None if task == "math" else str(a + b if correct else a + b - 1)
+    return SampleRecord(doc, prompt.format(a=a, b=b), generation, reference, executed, correct, {"answer": a + b})
+
+
+def make_runs(suite: str = "micro", methods: tuple[MethodSpec, ...] = METHODS,
+              tasks: tuple[str, ...] = TASKS, seeds: tuple[int, ...] = SEEDS, n_docs: int = N_DOCS,
+              base: dict | None = None, with_samples: bool = True) -> Iterator[RunRecord]:
+    """The runs `soupbench run` would store for this grid, one RunRecord per cell."""
+    base = base or MICRO_BASE
+    fingerprint = format(zlib.crc32(repr(sorted(base.items())).encode()), "08x")
+    for method in methods:
+        for seed in seeds:
+            merge_seconds = method.merge_seconds * (1 + 0.05 * seed)
+            for task in tasks:
+                flags = outcomes(method, task, seed, n_docs)
+                value = sum(flags) / n_docs
+                stderr = math.sqrt(value * (1 - value) / (n_docs - 1))
+                yield RunRecord(
+                    suite=suite, method=method.name, method_params=method.params, task=task, seed=seed,
+                    scores=[ScoreRecord(PRIMARY.get(task, "exec_accuracy"), value, stderr, n_docs, True),
+                            ScoreRecord("format_ok", min(1.0, value + 0.2), None, n_docs, False)],
+                    samples=[_sample(task, i, f) for i, f in enumerate(flags)] if with_samples else [],
+                    merge_seconds=merge_seconds, eval_seconds=3.0, peak_memory_mb=method.peak_mb + seed,
+                    output_rank=method.output_rank, consumes=method.consumes,
+                    n_target_examples=5 if method.consumes == "target_examples" else None,
+                    base_fingerprint=fingerprint, expert_fingerprints={"math": "e1", "code": "e2"},
+                    provenance={"python": "3.11"},
+                    spec={"suite": {"name": suite, "base": base}, "method": method.name,
+                          "method_class": method.class_path, "params": method.params, "seed": seed,
+                          "tasks": list(tasks), "task": task},
+                )
+
+
+def failed_run(suite: str = "micro") -> RunRecord:
+    """A crashed cell: stored, but never part of any mean."""
+    return RunRecord(
+        suite=suite, method="svd", method_params={"rank": 8}, task="math_code", seed=0, scores=[],
+        samples=[], merge_seconds=0.0, eval_seconds=0.0, peak_memory_mb=0.0, output_rank=None,
+        consumes="nothing", n_target_examples=None, base_fingerprint="", expert_fingerprints={},
+        provenance={}, spec={"method": "svd", "task": "math_code", "seed": 0}, status="failed",
+        error="RuntimeError: out of memory",
+    )
+
+
+# Expected numbers, computed apart from the code under test. Student t with 1 and 2 degrees of
+# freedom has closed-form quantiles: tan(pi (p - 1/2)) and q sqrt(2 / (1 - q^2)) with q = 2p - 1.
+T_975 = {1: math.tan(math.pi * 0.475), 2: 0.95 * math.sqrt(2 / (1 - 0.95**2))}
+
+
+def hand_interval(values: list[float]) -> tuple[float, float]:
+    """(mean, 95% half-width) of a mean over 2 or 3 seeds, by hand."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, T_975[n - 1] * sd / math.sqrt(n)
+
+
+def competition_rank(scores: dict[str, float]) -> dict[str, int]:
+    """1 + how many score strictly higher: ties share the better rank."""
+    return {k: 1 + sum(other > v + 1e-12 for other in scores.values()) for k, v in scores.items()}
+
+
+@dataclass
+class Grid:
+    """What was stored, for tests to recompute expectations independently."""
+
+    url: str
+    suite: str
+    values: dict[tuple[str, str, int], float]  # (method, task, seed) -> primary score
+    correct: dict[tuple[str, str, int], list[bool]]
+    merge_seconds: dict[str, float]  # method -> mean over seeds
+
+    def cell(self, method: str, task: str, seeds: tuple[int, ...] = SEEDS) -> tuple[float, float]:
+        return hand_interval([self.values[(method, task, s)] for s in seeds])
+
+
+def fill_grid(url: str, suite: str = "micro", methods: tuple[MethodSpec, ...] = METHODS,
+              tasks: tuple[str, ...] = TASKS, seeds: tuple[int, ...] = SEEDS, n_docs: int = N_DOCS,
+              base: dict | None = None, with_failed: bool = True) -> Grid:
+    """Store the grid at `url` (created if missing) and return its raw numbers."""
+    runs = list(make_runs(suite, methods, tasks, seeds, n_docs, base))
+    if with_failed:
+        runs.append(failed_run(suite))
+    with open_store(url) as store:
+        store.save_runs(runs)
+    ok = [r for r in runs if r.status == "ok"]
+    merge: dict[str, list[float]] = {}
+    for r in ok:
+        merge.setdefault(r.method, []).append(r.merge_seconds)
+    return Grid(
+        url=url, suite=suite,
+        values={(r.method, r.task, r.seed): r.scores[0].value for r in ok},
+        correct={(r.method, r.task, r.seed): [bool(s.correct) for s in r.samples] for r in ok},
+        merge_seconds={m: sum(v) / len(v) for m, v in merge.items()},
+    )

@@ -1,0 +1,214 @@
+"""The leaderboard's numbers without a browser: aggregation, ranks, gains, bootstrap, metadata.
+
+Expected values are computed here from the raw per-seed scores the fixture stored, with printed
+t-table quantiles and hand-written formulas, never with the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.results import open_readonly
+from benchmark.storage import open_store
+from leaderboard import queries, ranking, stats
+from leaderboard.method_info import method_info
+from leaderboard_fixtures import METHODS, SEEDS, TASKS, MethodSpec, fill_grid, make_runs
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('lb') / 'grid.db'}"
+    return fill_grid(url)
+
+
+@pytest.fixture(scope="module")
+def cells(grid) -> pd.DataFrame:
+    reader = open_readonly(grid.url)
+    runs, scores = queries.load_runs(reader, grid.suite), queries.load_scores(reader, grid.suite)
+    reader.close()
+    return queries.aggregate(queries.primary_scores(runs, scores))
+
+
+def expected_cell(grid, method: str, task: str) -> tuple[float, float]:
+    """(mean, 95% half-width) over seeds, by hand."""
+    return grid.cell(method, task)
+
+
+def test_cells_match_hand_computed_means_and_intervals(grid, cells) -> None:
+    assert len(cells) == len(METHODS) * len(TASKS)  # the failed svd run is nowhere
+    for row in cells.itertuples():
+        mean, half = expected_cell(grid, row.method, row.task)
+        assert row.mean == pytest.approx(mean, abs=1e-12)
+        assert row.half_width == pytest.approx(half, abs=1e-9)
+        assert (row.ci_low, row.ci_high) == pytest.approx((mean - half, mean + half), abs=1e-9)
+        assert row.n_seeds == 3 and row.seeds == SEEDS
+        assert row.metric == {"math": "exact_match"}.get(row.task, "exec_accuracy")
+
+
+def test_cells_agree_with_the_results_command(grid, cells) -> None:
+    """The leaderboard and `soupbench results` must never disagree on a number."""
+    reader = open_readonly(grid.url)
+    records = {(r.method, r.task): r for r in reader.records(grid.suite) if r.primary}
+    reader.close()
+    assert len(records) == len(cells)
+    for row in cells.itertuples():
+        record = records[(row.method, row.task)]
+        assert (row.mean, row.ci_low, row.ci_high) == pytest.approx(
+            (record.mean, record.ci_low, record.ci_high), abs=1e-12)
+        assert row.merge_seconds == pytest.approx(record.merge_seconds)
+
+
+def test_single_seed_interval_uses_the_runs_stderr(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    fill_grid(url, seeds=(0,), methods=METHODS[:2], with_failed=False)
+    reader = open_readonly(url)
+    runs, scores = queries.load_runs(reader, "micro"), queries.load_scores(reader, "micro")
+    records = {(r.method, r.task): r for r in reader.records("micro") if r.primary}
+    reader.close()
+    for row in queries.aggregate(queries.primary_scores(runs, scores)).itertuples():
+        assert (row.ci_low, row.ci_high) == pytest.approx(
+            (records[(row.method, row.task)].ci_low, records[(row.method, row.task)].ci_high), abs=1e-12)
+        assert row.half_width > 0
+
+
+def test_overview_ranks_average_gain_and_retention(grid, cells) -> None:
+    ov = ranking.overview(cells)
+    means = {(m.name, t): expected_cell(grid, m.name, t)[0] for m in METHODS for t in TASKS}
+    average = {m.name: statistics.fmean(means[(m.name, t)] for t in TASKS) for m in METHODS}
+    by_average = sorted(average, key=lambda m: -average[m])
+    assert list(ov.table["method"]) == by_average
+    assert list(ov.table["rank"]) == list(range(1, len(METHODS) + 1))
+    assert ov.tasks == ["math_code", "code", "math"]  # the composite task leads
+    for method in average:
+        row = ov.table.loc[method]
+        assert row["average"] == pytest.approx(average[method])
+        best_expert = max(means[("expert-math", "math_code")], means[("expert-code", "math_code")])
+        assert row["composition gain"] == pytest.approx(means[(method, "math_code")] - best_expert)
+        retention = (means[(method, "math")] / means[("expert-math", "math")]
+                     + means[(method, "code")] / means[("expert-code", "code")]) / 2
+        assert row["retention"] == pytest.approx(retention)
+        for task in TASKS:
+            better = sum(means[(m.name, task)] > means[(method, task)] + 1e-12 for m in METHODS)
+            assert ov.task_rank.at[method, task] == better + 1
+    assert ov.best["math_code"].sum() == 1 and ov.best.at["cat", "math_code"]
+    cheapest_merge = min((grid.merge_seconds[m.name], m.name) for m in METHODS[3:])[1]
+    assert list(ov.best.index[ov.best["merge s"]]) == [cheapest_merge]
+
+
+def test_filters_keep_gain_relative_to_hidden_experts(cells) -> None:
+    full = ranking.overview(cells)
+    merges = ranking.overview(cells, families=["linear", "sparsified", "concatenation", "data"])
+    assert set(merges.table["method"]) == {"task_arithmetic", "ties", "cat", "data_mix", "lorahub"}
+    assert list(merges.table["rank"]) == [1, 2, 3, 4, 5]
+    for method in merges.table.index:
+        assert merges.table.at[method, "composition gain"] == pytest.approx(full.table.at[method, "composition gain"])
+    only_data = ranking.overview(cells, consumes=["skill_sample", "skill_data"])
+    assert set(only_data.table["method"]) == {"cat", "data_mix"}
+
+
+def test_sorting_by_a_column_keeps_each_rows_numbers(cells) -> None:
+    by_cost = ranking.overview(cells, sort_by="merge s")
+    assert list(by_cost.table["merge s"]) == sorted(by_cost.table["merge s"])
+    by_code = ranking.overview(cells, sort_by="code")
+    assert list(by_code.table["code"]) == sorted(by_code.table["code"], reverse=True)
+    assert by_code.table.loc["cat", "rank"] == ranking.overview(cells).table.loc["cat", "rank"]
+
+
+def test_ties_share_the_better_rank() -> None:
+    ranks = ranking.descending_rank(pd.Series([0.5, 0.7, 0.5, 0.1 + 0.2, 0.3]))
+    assert list(ranks) == [2, 1, 2, 4, 4]  # 0.1 + 0.2 != 0.3 in floats, yet they tie
+
+
+def test_several_parameter_settings_get_their_own_rows(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'settings.db'}"
+    ties = METHODS[4]
+    other = MethodSpec(ties.name, ties.class_path, ties.consumes, ties.quality, 2.0, 400, 64, {"density": 0.5})
+    with open_store(url) as store:
+        store.save_runs(list(make_runs(methods=(ties, other), seeds=(0, 1), n_docs=10)))
+    reader = open_readonly(url)
+    runs = queries.load_runs(reader, "micro")
+    reader.close()
+    assert set(runs["label"]) == {"ties [density=0.2, majority_sign_method=total]", "ties [density=0.5]"}
+
+
+def test_pareto_front() -> None:
+    points = pd.DataFrame({"cost": [0.0, 1.0, 2.0, 3.0, 5.0], "score": [0.1, 0.5, 0.4, 0.6, 0.6]})
+    assert list(ranking.pareto_front(points, "cost", "score").index) == [0, 1, 3]
+
+
+def test_paired_bootstrap_matches_a_naive_index_bootstrap() -> None:
+    rng = np.random.default_rng(7)
+    a = (rng.random(300) < 0.45).astype(float)
+    # Correlated, as two merges of the same experts: b loses some of a's right answers, gains a few.
+    b = np.where((a == 1) & (rng.random(300) < 0.3), 0.0, np.where(rng.random(300) < 0.05, 1.0, a))
+    result = stats.paired_bootstrap(a, b)
+    naive = (a - b)[np.random.default_rng(99).integers(0, 300, size=(10_000, 300))].mean(axis=1)
+    low, high = np.quantile(naive, [0.025, 0.975])
+    assert result.difference == pytest.approx(a.mean() - b.mean())
+    assert (result.ci_low, result.ci_high) == pytest.approx((low, high), abs=0.01)
+    assert result.significant and low > 0
+    assert stats.paired_bootstrap(a, b) == result  # fixed seed: same answer every time
+
+
+def test_paired_bootstrap_significance_and_errors() -> None:
+    same = np.array([1.0, 0.0, 1.0, 1.0])
+    result = stats.paired_bootstrap(same, same)
+    assert (result.difference, result.ci_low, result.ci_high, result.p_value) == (0, 0, 0, 1.0)
+    assert not result.significant
+    clear = stats.paired_bootstrap(np.ones(200), np.zeros(200))
+    assert clear.significant and clear.p_value == 0.0
+    with pytest.raises(ValueError, match="no paired items"):
+        stats.paired_bootstrap(np.array([]), np.array([]))
+    with pytest.raises(ValueError):
+        stats.paired_bootstrap(np.ones(3), np.ones(4))
+
+
+def test_pair_items_uses_only_items_both_scored() -> None:
+    a = {(0, 0): True, (0, 1): False, (0, 2): None, (1, 0): True}
+    b = {(0, 0): False, (0, 1): False, (0, 2): True, (2, 0): True}
+    left, right = stats.pair_items(a, b)
+    assert list(left) == [1.0, 0.0] and list(right) == [0.0, 0.0]
+
+
+def test_method_info_reads_the_source_and_falls_back() -> None:
+    cat = method_info("methods.cat.Cat")
+    assert cat.found and cat.family == "concatenation" and "arxiv.org" in cat.paper and cat.description
+    assert method_info("methods.dare_ties.DareTies").family == "sparsified"
+    missing = method_info("some_uninstalled_plugin.module.Method")
+    assert not missing.found and missing.family == "other" and missing.description == ""
+    assert method_info(None).family == "other"
+
+
+def test_consumption_labels_cover_every_kind() -> None:
+    from benchmark.method import Consumes
+
+    assert {c.value for c in Consumes} == set(queries.CONSUMES_LABELS)
+
+
+def test_the_site_never_imports_methods_or_torch(grid) -> None:
+    """STYLE 8: the leaderboard reads a query layer, never the engine (and stays fast to start)."""
+    code = (
+        "import os, sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({str(REPO / 'leaderboard' / 'app.py')!r}, default_timeout=60).run()\n"
+        "for page in ('task', 'method', 'compare', 'plots', 'submit'):\n"
+        "    at.switch_page(f'views/{page}.py').run()\n"
+        "    assert not at.exception, at.exception\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.split('.')[0] in ('methods', 'peft'))\n"
+        "bad += [m for m in ('benchmark.training', 'benchmark.runner', 'benchmark.catalog') if m in sys.modules]\n"
+        "print(bad)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "SOUPBENCH_DB": grid.url})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
