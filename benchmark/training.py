@@ -93,15 +93,20 @@ def supervised_batches(
             order.extend(fresh)
         chosen = [encoded[i] for i in order[:batch_size]]
         del order[:batch_size]
-        width = max(len(ids) for ids, _ in chosen)
-        input_ids = torch.full((len(chosen), width), pad_id)
-        labels = torch.full((len(chosen), width), -100)
-        attention = torch.zeros((len(chosen), width), dtype=torch.long)
-        for row, (ids, prompt_len) in enumerate(chosen):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
-            attention[row, : len(ids)] = 1
-        yield {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+        yield collate_supervised(chosen, pad_id)
+
+
+def collate_supervised(chosen: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """One right-padded batch; labels only on the completion (prompt and padding are -100)."""
+    width = max(len(ids) for ids, _ in chosen)
+    input_ids = torch.full((len(chosen), width), pad_id)
+    labels = torch.full((len(chosen), width), -100)
+    attention = torch.zeros((len(chosen), width), dtype=torch.long)
+    for row, (ids, prompt_len) in enumerate(chosen):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+        attention[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
 
 
 def lora_config(recipe: LoraRecipe) -> LoraConfig:

@@ -39,7 +39,7 @@ from benchmark.adapters import check_compatible, target_layer
 from benchmark.apply import apply_deltas
 from benchmark.lora import Expert, module_union
 from benchmark.method import Consumes, MergeContext, MergeMethod, MergeResult, MethodParams
-from benchmark.training import encode_supervised
+from benchmark.training import collate_supervised, encode_supervised
 from methods.task_arithmetic import TaskArithmetic
 
 _CHUNK = 8  # examples per forward pass
@@ -79,19 +79,8 @@ def completion_batches(examples: Sequence[dict], tokenizer, max_length: int) -> 
     """
     pairs = [{"prompt": e["prompt"], "completion": e["target"]} for e in examples]
     encoded = [(ids, n) for ids, n in encode_supervised(pairs, tokenizer, max_length) if n < len(ids)]
-    batches = []
-    for start in range(0, len(encoded), _CHUNK):
-        chunk = encoded[start:start + _CHUNK]
-        width = max(len(ids) for ids, _ in chunk)
-        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
-        labels = torch.full((len(chunk), width), -100)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, (ids, prompt_len) in enumerate(chunk):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            labels[row, prompt_len:len(ids)] = torch.tensor(ids[prompt_len:])
-            attention[row, :len(ids)] = 1
-        batches.append({"input_ids": input_ids, "labels": labels, "attention_mask": attention})
-    return batches
+    return [collate_supervised(encoded[start:start + _CHUNK], tokenizer.pad_token_id)
+            for start in range(0, len(encoded), _CHUNK)]
 
 
 @torch.no_grad()

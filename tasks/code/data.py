@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import random
-
 from benchmark.micro import world
+from tasks._common.synthetic import eval_docs, train_examples
 
 DIGITS = (1, 4)
 EVAL_SALT = 104_729
@@ -15,18 +14,8 @@ def prompt(s: world.Situation) -> str:
 
 
 def build_train(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        s = world.draw_situation(rng, DIGITS)
-        out.append({"prompt": prompt(s), "completion": world.program(s)})
-    return out
+    return train_examples(n, seed, DIGITS, prompt, world.program)
 
 
 def build_eval(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed * 31 + EVAL_SALT)
-    docs = []
-    for _ in range(n):
-        s = world.draw_situation(rng, DIGITS)
-        docs.append({"prompt": prompt(s), "target": world.program(s), "answer": float(s.answer)})
-    return docs
+    return eval_docs(n, seed, EVAL_SALT, DIGITS, prompt, world.program)

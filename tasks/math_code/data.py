@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import random
-
 from benchmark.micro import world
+from tasks._common.synthetic import eval_docs
 
 DIGITS = (3, 4)
 EVAL_SALT = 1_299_709
@@ -15,9 +14,4 @@ def prompt(s: world.Situation) -> str:
 
 
 def build_eval(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed * 31 + EVAL_SALT)
-    docs = []
-    for _ in range(n):
-        s = world.draw_situation(rng, DIGITS)
-        docs.append({"prompt": prompt(s), "target": world.program(s), "answer": float(s.answer)})
-    return docs
+    return eval_docs(n, seed, EVAL_SALT, DIGITS, prompt, world.program)

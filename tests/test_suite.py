@@ -1,0 +1,65 @@
+"""Suite files are validated at the boundary: a bad one is refused with a message naming the problem."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from benchmark.cli import app
+from benchmark.micro.corpus import DOCUMENT_KINDS, documents
+from benchmark.registry import UnknownNameError
+from benchmark.suite import SuiteError, load_suite
+from tests.conftest import TINY_SUITE
+
+
+def write(tmp_path, content) -> str:
+    path = tmp_path / "suite.yaml"
+    path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+    return str(path)
+
+
+def test_the_embedded_micro_suite_loads():
+    suite = load_suite("micro")
+    assert suite.skill_names == ["math", "code"] and "math_code" in suite.tasks
+    assert suite.fingerprint() == load_suite("micro").fingerprint()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("name: [unclosed", "not valid YAML"),
+    ("- a list", "must hold a mapping"),
+    ({**TINY_SUITE, "expert": {"rank": "eight"}}, "expert.rank"),
+    ({**TINY_SUITE, "base": {**TINY_SUITE["base"], "kind": "weird"}}, "base"),
+    ({**TINY_SUITE, "colour": "red"}, "colour"),
+    ({**TINY_SUITE, "skills": [{"name": "math"}, {"name": "math"}]}, "skill names repeat"),
+    ({**TINY_SUITE, "tasks": []}, "at least one task"),
+])
+def test_bad_suite_files_are_refused_clearly(tmp_path, content, message):
+    with pytest.raises(SuiteError, match=message):
+        load_suite(write(tmp_path, content))
+
+
+def test_unknown_embedded_suite_suggests_the_nearest():
+    with pytest.raises(UnknownNameError, match="Did you mean 'micro'"):
+        load_suite("mirco")
+
+
+def test_run_with_a_bad_suite_stores_nothing(tmp_path):
+    db = tmp_path / "r.db"
+    result = CliRunner().invoke(app, ["run", "--suite", write(tmp_path, {**TINY_SUITE, "seeds": "x"}), "--db", str(db)])
+    assert result.exit_code == 2 and "seeds" in result.output
+    assert not db.exists()
+
+
+def test_run_with_a_task_the_suite_lacks_is_refused(tmp_path, tiny_suite_file):
+    result = CliRunner().invoke(app, ["run", "--suite", str(tiny_suite_file), "--task", "math_cod",
+                                      "--db", str(tmp_path / "r.db")])
+    assert result.exit_code == 2 and "Did you mean 'math_code'" in result.output
+
+
+def test_corpus_mix_weights_and_unknown_kinds():
+    only_programs = {kind: 0.0 for kind in DOCUMENT_KINDS if kind != "commented_program"}
+    docs = list(documents(20, 0, only_programs))
+    assert all(doc.startswith("# ") and "print(" in doc for doc in docs)
+    with pytest.raises(ValueError, match="unknown corpus document kinds"):
+        list(documents(1, 0, {"poems": 1.0}))
