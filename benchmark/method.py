@@ -8,6 +8,7 @@ tensors; the harness walks the modules one at a time so no method holds k dense 
 
 from __future__ import annotations
 
+import abc
 import enum
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ class MergeResult:
         return iter(self.deltas.items()) if isinstance(self.deltas, dict) else self.deltas
 
 
-class MergeMethod:
+class MergeMethod(abc.ABC):
     """Base class of every merge method. Subclasses set the class attributes and `merge`."""
 
     name: ClassVar[str]
@@ -96,8 +97,9 @@ class MergeMethod:
     def display_name(self) -> str:
         return self.name
 
+    @abc.abstractmethod
     def merge(self, experts: list[Expert], context: MergeContext) -> MergeResult:
-        raise NotImplementedError(f"{type(self).__name__} must implement merge()")
+        """Turn the experts (plus what the method declared it consumes) into per-module deltas."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params!r})"
@@ -106,9 +108,9 @@ class MergeMethod:
 class ModuleWiseMethod(MergeMethod):
     """A dense method: the same pure function applied module by module to the experts' dW_i."""
 
+    @abc.abstractmethod
     def merge_module(self, deltas: list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         """Combine the experts' dense deltas of one module (a missing module counts as zeros)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement merge_module()")
 
     def merge(self, experts: list[Expert], context: MergeContext) -> MergeResult:
         generator = torch.Generator().manual_seed(context.seed)

@@ -24,10 +24,9 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
-from benchmark.lora import Expert
-from benchmark.method import MergeContext, MergeResult, MethodParams, ModuleWiseMethod
+from benchmark.method import MethodParams
 from methods._ops import Sparsifier, magnitude_trim, random_drop, sign_consensus, weighted_sum
-from methods.task_arithmetic import resolve_weights
+from methods.task_arithmetic import TaskArithmetic
 
 
 def trim(delta: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
@@ -52,7 +51,7 @@ class ConsensusParams(SparseParams):
     majority_sign_method: Literal["total", "frequency"] = "total"
 
 
-class SparsifiedMerge(ModuleWiseMethod):
+class SparsifiedMerge(TaskArithmetic):  # task arithmetic on sparsified deltas: same weights, same checks
     """sparsifier(dW_i) for each expert, then a weighted sum or a sign consensus, per module.
 
     Subclasses set `sparsifier` (a `methods._ops.Sparsifier`, wrapped in staticmethod) and
@@ -63,12 +62,6 @@ class SparsifiedMerge(ModuleWiseMethod):
     sparsifier: ClassVar[Sparsifier]
     sign_consensus: ClassVar[bool]
     Params = SparseParams
-
-    def merge(self, experts: list[Expert], context: MergeContext) -> MergeResult:
-        weights = resolve_weights(self.params.weights, experts, self.name)  # fail before any module
-        result = super().merge(experts, context)
-        result.info["weights"] = weights
-        return result
 
     def merge_module(self, deltas: list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         weights = self.params.weights if self.params.weights is not None else [1.0] * len(deltas)
