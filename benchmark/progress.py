@@ -1,4 +1,4 @@
-"""Rich progress bars for the runner's long steps (pretraining, expert training, CAT, evaluation)."""
+"""Rich progress bars for the runner's long steps: pretraining, training, and the merge-and-evaluate grid."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class RichReporter:
         self.console = console
         self.display = Progress(
             TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[note]:<11}"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=console, transient=False,
         )
 
@@ -31,8 +31,9 @@ class RichReporter:
 
         def update(step: int, total: int, loss: float) -> None:
             nonlocal task
+            note = "" if loss != loss else f"loss {loss:.3f}"  # NaN: a bar that counts, not trains
             if task is None:
-                task = self.display.add_task(label, total=total, loss=loss)
-            self.display.update(task, completed=step, loss=loss)
+                task = self.display.add_task(label, total=total, note=note)
+            self.display.update(task, completed=step, note=note)
 
         return update

@@ -108,6 +108,10 @@ def run_grid(
     skill_data = skill_training_data(suite)
     provenance = collect_provenance()
 
+    grid_bar = reporter.progress("merge + evaluate") if reporter.progress else None
+    n_models, done_models = sum(len(cells) for cells in plan.values()), 0
+    if grid_bar is not None:
+        grid_bar(0, n_models, float("nan"))
     for seed, cells in plan.items():
         start = time.perf_counter()
         experts = prepare_experts(suite, base, seed, skill_data, reporter.progress)
@@ -125,6 +129,9 @@ def run_grid(
                 records = [_failed_record(suite, method, task, seed, message, traceback.format_exc(), provenance)
                            for task in pending]
             store.save_runs(records)
+            done_models += 1
+            if grid_bar is not None:
+                grid_bar(done_models, n_models, float("nan"))
             if records and records[0].status == "ok":
                 reporter.log(f"{label} (seed {seed}): merge {records[0].merge_seconds:.1f} s, "
                              f"eval {records[0].eval_seconds * len(records):.1f} s, "
