@@ -47,13 +47,14 @@ class TaskOutcome:
     samples: list[SampleRecord]
 
 
-def write_task_data(task_names: list[str], data_dir: Path, eval_size: int, seed: int) -> None:
+def write_task_data(task_names: list[str], data_dir: Path, eval_size: int, seed: int,
+                    options: dict[str, dict] | None = None) -> None:
     """Write `<data_dir>/<task>.jsonl` from each task's eval builder; a file already holding exactly
     these documents is left untouched, and a changed one is replaced atomically."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     for name in task_names:
-        docs = TASKS.get(name).build_eval(eval_size, seed)
+        docs = TASKS.get(name).build_eval(eval_size, seed, **(options or {}).get(name, {}))
         text = "".join(json.dumps(doc, sort_keys=True) + "\n" for doc in docs)
         path = data_file(data_dir, name)
         if path.is_file() and path.read_text(encoding="utf-8") == text:

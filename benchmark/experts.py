@@ -24,14 +24,17 @@ def skill_training_data(suite: Suite) -> dict[str, list[dict]]:
         info = TASKS.get(skill.name)
         if info.build_train is None:
             raise ValueError(f"skill {skill.name!r}: its task folder has no training-data builder")
-        data[skill.name] = info.build_train(skill.train_size, suite.data_seed)
+        data[skill.name] = info.build_train(skill.train_size, suite.data_seed, **suite.task_options.get(skill.name, {}))
     return data
 
 
 def expert_key(suite: Suite, base: BaseModel, skill: str, seed: int) -> str:
     spec = suite.skill(skill)
-    return cache.content_hash(base.fingerprint, spec.model_dump(mode="json"), suite.data_seed,
-                              suite.expert.model_dump(mode="json"), seed, TRAINING_VERSION)
+    key = [base.fingerprint, spec.model_dump(mode="json"), suite.data_seed,
+           suite.expert.model_dump(mode="json"), seed, TRAINING_VERSION]
+    if suite.task_options.get(skill):  # only when set, so default suites keep their cached experts
+        key.append(suite.task_options[skill])
+    return cache.content_hash(*key)
 
 
 def prepare_experts(

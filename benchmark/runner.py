@@ -58,6 +58,8 @@ def _check_names(suite: Suite, methods: list[str], tasks: list[str]) -> None:
         missing = [s for s in info.skills if s not in suite.skill_names]
         if missing:
             raise ValueError(f"task {task!r} needs skills {missing} that suite {suite.name!r} lacks")
+    for task, options in suite.task_options.items():
+        TASKS.get(task).check_options(options)
     for method in methods:
         catalog.create_method(method, suite.method_params.get(method, {}), suite.skill_names)
 
@@ -102,9 +104,11 @@ def run_grid(
     start = time.perf_counter()
     base = prepare_base(suite, reporter.progress("pretraining base") if reporter.progress else None)
     reporter.log(f"base model ready in {time.perf_counter() - start:.1f} s ({base.fingerprint})")
-    data_dir = cache.cache_dir("data", cache.content_hash(suite.name, suite.data_seed, [s.model_dump() for s in suite.skills]))
+    data_key = cache.content_hash(suite.name, suite.data_seed, [s.model_dump() for s in suite.skills],
+                                  suite.task_options)
+    data_dir = cache.cache_dir("data", data_key)
     for task in tasks:
-        write_task_data([task], data_dir, _eval_size(suite, task), suite.data_seed)
+        write_task_data([task], data_dir, _eval_size(suite, task), suite.data_seed, suite.task_options)
     skill_data = skill_training_data(suite)
     provenance = collect_provenance()
 
@@ -154,7 +158,7 @@ def _label(method: MergeMethod) -> str:
 
 def _dev_examples(suite: Suite, task: str, n: int = DEV_EXAMPLES) -> list[dict]:
     """Examples of a target task drawn from another stream than its scored documents."""
-    return TASKS.get(task).build_eval(n, suite.data_seed + DEV_SEED_OFFSET)
+    return TASKS.get(task).build_eval(n, suite.data_seed + DEV_SEED_OFFSET, **suite.task_options.get(task, {}))
 
 
 def _eval_size(suite: Suite, task: str) -> int:

@@ -12,7 +12,7 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -111,6 +111,9 @@ class Suite(_Frozen):
     eval: EvalSpec = EvalSpec()
     seeds: tuple[int, ...] = (0, 1, 2)
     data_seed: int = 1234
+    # Task name -> keyword options of its data builders (e.g. `math_code: {digits: [2, 2]}`); part of
+    # the cache keys of the task's data and, for a skill, of its experts.
+    task_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Method name -> parameter overrides for this suite (defaults are each method's, from its paper).
     method_params: dict[str, dict] = Field(default_factory=dict)
 

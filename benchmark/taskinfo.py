@@ -8,6 +8,7 @@ folder can also build training data; its eval task bears the skill's name.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Literal
 import tasks as tasks_package
 from benchmark.registry import Registry
 
-# (n, seed) -> documents; eval documents carry "prompt", "target" (a reference completion) and
+# (n, seed, **options) -> documents; eval documents carry "prompt", "target" (a reference completion) and
 # "answer" (the number a correct response yields); training examples carry "prompt", "completion".
 Builder = Callable[[int, int], list[dict]]
 
@@ -36,6 +37,17 @@ class TaskInfo:
     @property
     def kind(self) -> Literal["skill", "composite"]:
         return "skill" if self.build_train is not None else "composite"
+
+    def check_options(self, options: dict) -> None:
+        """Refuse builder options the task's builders do not take, naming the ones they do."""
+        accepted: set[str] = set()
+        for builder in (self.build_eval, self.build_train):
+            if builder is not None:
+                accepted |= set(list(inspect.signature(builder).parameters)[2:])
+        unknown = set(options) - accepted
+        if unknown:
+            raise ValueError(f"task {self.name!r}: unknown builder options {sorted(unknown)}; "
+                             f"accepted: {sorted(accepted) or '(none)'}")
 
     @property
     def yaml_path(self) -> Path:

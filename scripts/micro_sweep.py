@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -140,10 +139,6 @@ def main() -> None:
     options = parser.parse_args()
     options.out.mkdir(parents=True, exist_ok=True)
     micro = load_suite("micro")
-    if os.environ.get("SWEEP_MATH_CODE_DIGITS"):  # research knob: size of math_code's numbers
-        import tasks.math_code.data as math_code_data
-
-        math_code_data.DIGITS = tuple(int(d) for d in os.environ["SWEEP_MATH_CODE_DIGITS"].split(","))
     for name, overrides in yaml.safe_load(options.variants.read_text()).items():
         suite = variant_suite(micro, overrides or {})
         db = options.out / f"{name}.db"

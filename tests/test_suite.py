@@ -63,3 +63,28 @@ def test_corpus_mix_weights_and_unknown_kinds():
     assert all(doc.startswith("# ") and "print(" in doc for doc in docs)
     with pytest.raises(ValueError, match="unknown corpus document kinds"):
         list(documents(1, 0, {"poems": 1.0}))
+
+
+def test_task_options_reach_the_builders_and_the_cache_keys(tmp_path):
+    from benchmark.base_model import BaseModel
+    from benchmark.evaluation import write_task_data
+    from benchmark.experts import expert_key
+
+    suite = load_suite(write(tmp_path, {**TINY_SUITE, "task_options": {"math_code": {"digits": [2, 2]},
+                                                                         "math": {"digits": [2, 2]}}}))
+    write_task_data(["math_code"], tmp_path / "data", 30, 0, suite.task_options)
+    import json
+    docs = [json.loads(line) for line in (tmp_path / "data" / "math_code.jsonl").read_text().splitlines()]
+    numbers = [int(tok) for d in docs for tok in d["target"].replace("(", " ").replace(")", " ").split() if tok.isdigit()]
+    assert numbers and all(10 <= n <= 99 or n <= 9 for n in numbers)  # 2-digit operands (multipliers 2-9)
+    assert any(n >= 10 for n in numbers)
+    base = BaseModel(tmp_path, "fingerprint", None, None)
+    plain = load_suite(write(tmp_path, TINY_SUITE))
+    assert expert_key(suite, base, "math", 0) != expert_key(plain, base, "math", 0)
+    assert expert_key(suite, base, "code", 0) == expert_key(plain, base, "code", 0)
+
+
+def test_unknown_task_options_are_refused_before_any_work(tmp_path):
+    path = write(tmp_path, {**TINY_SUITE, "task_options": {"math_code": {"digit": [2, 2]}}})
+    result = CliRunner().invoke(app, ["run", "--suite", path, "--db", str(tmp_path / "r.db")])
+    assert result.exit_code == 2 and "unknown builder options ['digit']" in result.output and "digits" in result.output

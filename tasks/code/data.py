@@ -13,9 +13,9 @@ def prompt(s: world.Situation) -> str:
     return f"Instruction: {world.instruction(s)}\nProgram:\n"
 
 
-def build_train(n: int, seed: int) -> list[dict]:
-    return train_examples(n, seed, DIGITS, prompt, world.program)
+def build_train(n: int, seed: int, digits: tuple[int, int] = DIGITS) -> list[dict]:
+    return train_examples(n, seed, tuple(digits), prompt, world.program)
 
 
-def build_eval(n: int, seed: int) -> list[dict]:
-    return eval_docs(n, seed, EVAL_SALT, DIGITS, prompt, world.program)
+def build_eval(n: int, seed: int, digits: tuple[int, int] = DIGITS) -> list[dict]:
+    return eval_docs(n, seed, EVAL_SALT, tuple(digits), prompt, world.program)

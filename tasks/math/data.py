@@ -17,9 +17,9 @@ def answer(s: world.Situation) -> str:
     return " " + world.worked_answer(s)
 
 
-def build_train(n: int, seed: int) -> list[dict]:
-    return train_examples(n, seed, DIGITS, prompt, answer)
+def build_train(n: int, seed: int, digits: tuple[int, int] = DIGITS) -> list[dict]:
+    return train_examples(n, seed, tuple(digits), prompt, answer)
 
 
-def build_eval(n: int, seed: int) -> list[dict]:
-    return eval_docs(n, seed, EVAL_SALT, DIGITS, prompt, answer)
+def build_eval(n: int, seed: int, digits: tuple[int, int] = DIGITS) -> list[dict]:
+    return eval_docs(n, seed, EVAL_SALT, tuple(digits), prompt, answer)

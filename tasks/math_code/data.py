@@ -13,5 +13,6 @@ def prompt(s: world.Situation) -> str:
     return f"Question: {world.story(s)}\nProgram:\n"
 
 
-def build_eval(n: int, seed: int) -> list[dict]:
-    return eval_docs(n, seed, EVAL_SALT, DIGITS, prompt, world.program)
+def build_eval(n: int, seed: int, digits: tuple[int, int] = DIGITS) -> list[dict]:
+    """`digits` sizes the numbers: large enough that mental arithmetic fails, small enough to copy."""
+    return eval_docs(n, seed, EVAL_SALT, tuple(digits), prompt, world.program)
