@@ -26,7 +26,7 @@ from benchmark.base_model import prepare_base
 from benchmark.evaluation import TaskOutcome, data_file
 from benchmark.experts import prepare_experts, skill_training_data
 from benchmark.results import open_readonly
-from benchmark.runner import run_grid
+from benchmark.runner import Reporter, run_grid
 from benchmark.storage import SampleRecord, ScoreRecord, open_store
 from benchmark.suite import Suite, load_suite
 from benchmark.taskinfo import TASKS
@@ -119,6 +119,16 @@ def delta_norm_ratios(suite: Suite) -> dict[str, float]:
     return ratios
 
 
+def _printing_progress(label: str):
+    start = time.perf_counter()
+
+    def update(step: int, total: int, loss: float) -> None:
+        if step == total or step % max(1, total // 10) == 0:
+            print(f"  {label}: {step}/{total} loss {loss:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    return update
+
+
 def variant_suite(base: Suite, overrides: dict) -> Suite:
     merged = base.model_dump(mode="json")
     for section, values in overrides.items():
@@ -145,7 +155,9 @@ def main() -> None:
         store = open_store(f"sqlite:///{db}")
         start = time.perf_counter()
         kwargs = {"evaluator": fast_evaluate} if options.fast_eval else {}
-        run_grid(suite, store, methods=options.methods.split(","), seeds=list(suite.seeds[: options.seeds]), **kwargs)
+        reporter = Reporter(progress=_printing_progress, log=lambda message: print(message, flush=True))
+        run_grid(suite, store, methods=options.methods.split(","), seeds=list(suite.seeds[: options.seeds]),
+                 reporter=reporter, **kwargs)
         store.close()
         scores = {}
         reader = open_readonly(f"sqlite:///{db}")
