@@ -29,12 +29,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 SANDBOX_UIDS = range(60500, 60564)  # uids without accounts, one per concurrent run
+# The interpreter probe runs as a uid of its own: a sandbox run's clean-up kills every process of
+# its uid, and a probe sharing that uid (threads scoring in parallel) would be killed with it.
+PROBE_UID = SANDBOX_UIDS[-1] + 1
+_PROBE_LOCK = threading.Lock()
 _LOCK_DIR = os.path.join(tempfile.gettempdir(), "soupbench-sandbox-locks")
 _IS_ROOT = os.geteuid() == 0
 
@@ -127,11 +132,12 @@ def _interpreter() -> str:
     if not _IS_ROOT:
         return sys.executable
     probe = ["-I", "-c", "import sys; print(sys.prefix)"]
-    for cand in dict.fromkeys([os.path.realpath(sys.executable), "/usr/bin/python3"]):
-        prefix = _output([cand, *probe])
-        if prefix and prefix == _output([cand, *probe], uid=SANDBOX_UIDS[0]):
-            return cand
-    raise RuntimeError(f"no Python runnable by uid {SANDBOX_UIDS[0]}; install one world-readable")
+    with _PROBE_LOCK:  # the first scoring batch calls this from several threads at once
+        for cand in dict.fromkeys([os.path.realpath(sys.executable), "/usr/bin/python3"]):
+            prefix = _output([cand, *probe])
+            if prefix and prefix == _output([cand, *probe], uid=PROBE_UID):
+                return cand
+    raise RuntimeError(f"no Python runnable by uid {PROBE_UID}; install one world-readable")
 
 
 @contextlib.contextmanager
