@@ -32,6 +32,16 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on one torch thread (see tests.lora_fixtures.one_thread): modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    from tests.lora_fixtures import one_thread
+
+    with one_thread():
+        yield
+
+
 @pytest.fixture
 def tiny_suite_file(tmp_path) -> Path:
     path = tmp_path / "tiny.yaml"

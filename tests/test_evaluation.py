@@ -39,14 +39,7 @@ SPEC = EvalSpec(limit=LIMIT, batch_size=8, max_gen_toks=24, sandbox_timeout_s=2.
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Hidden-32 matrices gain nothing from threads, and on a small VM torch's intra-op threads
-    sometimes make each forward ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

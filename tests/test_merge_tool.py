@@ -27,13 +27,7 @@ VOCAB = 300
 TEXT = ["Twelve apples cost 3 dollars each; def total(n): return n * 3", "The manual says: press 42.\n"] * 20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared cores: thread hand-offs cost more than these tiny matmuls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
