@@ -55,7 +55,7 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
     device = device or default_device()
     spec = suite.base
     if isinstance(spec, MicroBase):
-        key = cache.content_hash(spec.model_dump(mode="json"), BUILD_VERSION, torch.device(device).type)
+        key = _micro_key(spec, device)
         folder = cache.cache_dir("base", key)
         if not cache.is_complete(folder):
             shutil.rmtree(folder, ignore_errors=True)
@@ -68,6 +68,18 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
     tokenizer = AutoTokenizer.from_pretrained(spec.model_id, revision=spec.revision)
     fingerprint = f"{spec.model_id}@{spec.revision or getattr(model.config, '_commit_hash', None) or 'main'}"
     return BaseModel(Path(spec.model_id), fingerprint, model.eval(), tokenizer)
+
+
+def _micro_key(spec: MicroBase, device: str) -> str:
+    return cache.content_hash(spec.model_dump(mode="json"), BUILD_VERSION, torch.device(device).type)
+
+
+def expected_fingerprint(suite: Suite, device: str | None = None) -> str | None:
+    """The fingerprint `prepare_base` will give this suite's base, known before building it (micro
+    bases); None for hub models, whose fingerprint names the commit resolved at load time."""
+    if isinstance(suite.base, MicroBase):
+        return f"micro-{_micro_key(suite.base, device or default_device())}"
+    return None
 
 
 def _load(folder: Path, fingerprint: str, dtype: torch.dtype, device: str) -> BaseModel:

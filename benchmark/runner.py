@@ -19,7 +19,7 @@ import torch
 
 from benchmark import cache, catalog
 from benchmark.apply import apply_deltas
-from benchmark.base_model import BaseModel, prepare_base
+from benchmark.base_model import BaseModel, expected_fingerprint, prepare_base
 from benchmark.contract import check_merge_result
 from benchmark.evaluation import evaluate_model, write_task_data
 from benchmark.experts import prepare_experts, skill_training_data
@@ -64,6 +64,50 @@ def _check_names(suite: Suite, methods: list[str], tasks: list[str]) -> None:
         catalog.create_method(method, suite.method_params.get(method, {}), suite.skill_names)
 
 
+class RecipeChangedError(ValueError):
+    """The database holds cells of a suite of the same name made with another recipe."""
+
+
+def _flatten(value: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict):
+        items: dict[str, object] = {}
+        for key in value:
+            items.update(_flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
+        return items
+    return {prefix: value}
+
+
+def check_stored_recipe(suite: Suite, store: Store) -> None:
+    """Refuse to add cells to a suite name whose stored cells came from another recipe.
+
+    Cells are found by suite name, so an edited suite file (a bigger base, other task options)
+    rerun into the same database would skip every stored cell and mix two designs in one table.
+    """
+    stored = store.stored_suite(suite.name)
+    if stored is None:
+        return
+    stored_spec, stored_base = stored
+    advice = ("Results of different recipes must not share a suite name: use another --db, or give "
+              "the changed suite another name.")
+    try:
+        old = Suite.model_validate(stored_spec).recipe()
+    except (ValueError, TypeError) as err:
+        raise RecipeChangedError(f"suite {suite.name!r} in {store.url} was stored by an incompatible "
+                                 f"version ({err}). {advice}") from None
+    old_fields, new_fields = _flatten(old), _flatten(suite.recipe())
+    changed = sorted(k for k in old_fields.keys() | new_fields.keys() if old_fields.get(k) != new_fields.get(k))
+    if changed:
+        shown = "; ".join(f"{k}: {old_fields.get(k)!r} -> {new_fields.get(k)!r}" for k in changed[:8])
+        more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
+        raise RecipeChangedError(f"suite {suite.name!r} in {store.url} was run with another recipe: "
+                                 f"{shown}{more}. {advice}")
+    expected = expected_fingerprint(suite)
+    if expected is not None and stored_base != expected:
+        raise RecipeChangedError(
+            f"suite {suite.name!r} in {store.url} was run on base {stored_base}, this machine builds "
+            f"{expected} (another device kind or micro build version gives other weights). {advice}")
+
+
 def run_grid(
     suite: Suite,
     store: Store,
@@ -83,6 +127,7 @@ def run_grid(
     tasks = tasks or list(suite.tasks)
     seeds = seeds if seeds is not None else list(suite.seeds[:1])
     _check_names(suite, methods, tasks)
+    check_stored_recipe(suite, store)
     summary = GridSummary()
 
     plan: dict[int, list[tuple[MergeMethod, list[str]]]] = {}

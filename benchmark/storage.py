@@ -257,6 +257,14 @@ class Store:
         with self._sessions() as session:
             return set(session.scalars(query))
 
+    def stored_suite(self, suite: str) -> tuple[dict, str] | None:
+        """The suite spec and base fingerprint of one completed cell of `suite`, or None if it has
+        none. The runner checks them against the suite it is about to run (same name, same recipe)."""
+        query = select(Run.spec, Run.base_fingerprint).where(Run.suite == suite, Run.status == "ok").limit(1)
+        with self._sessions() as session:
+            row = session.execute(query).first()
+        return None if row is None else (row[0].get("suite", {}), row[1])
+
     def save_runs(self, runs: list[RunRecord]) -> None:
         """Save a batch in one transaction: all or nothing.
 

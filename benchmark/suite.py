@@ -99,6 +99,11 @@ class EvalSpec(_Frozen):
     sandbox_timeout_s: float = Field(5.0, gt=0)
 
 
+# Suite fields that choose what is run, not how a cell's result comes out: adding a seed, a task or
+# a method's parameters (part of the cell's key) keeps every stored cell of the suite valid.
+NOT_RECIPE_FIELDS = ("name", "description", "seeds", "tasks", "method_params")
+
+
 class Suite(_Frozen):
     """Everything a run grid needs; the suite's fingerprint is part of every cache key."""
 
@@ -127,6 +132,14 @@ class Suite(_Frozen):
         if not self.seeds:
             raise ValueError("a suite needs at least one seed")
         return self
+
+    def recipe(self) -> dict[str, Any]:
+        """What a cell's result depends on: base, skills, expert recipe, evaluation, data options.
+
+        Stored cells are reused by suite name, so two different recipes must never share a name in
+        one database (see `benchmark.runner.check_stored_recipe`).
+        """
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in NOT_RECIPE_FIELDS}
 
     @property
     def skill_names(self) -> list[str]:
