@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -17,6 +18,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from benchmark.suite import LoraRecipe
 
 Progress = Callable[[int, int, float], None]  # (step, total, loss)
+Precision = Literal["float32", "bfloat16"]  # of the forward pass; "bfloat16" = mixed precision
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -35,8 +37,16 @@ def train_loop(
     warmup_steps: int = 0,
     weight_decay: float = 0.0,
     progress: Progress | None = None,
+    precision: Precision = "float32",
 ) -> float:
-    """Run `steps` optimiser steps; returns the mean loss of the last 10% of steps."""
+    """Run `steps` optimiser steps; returns the mean loss of the last 10% of steps.
+
+    `precision="bfloat16"` runs each forward pass under autocast (weights and optimiser stay
+    float32): 1.8x the tokens per second of float32 on a CPU with AVX512-BF16 for the micro base.
+    The autocast region is entered per step, never around the loop: autocast caches the low-precision
+    copy of each weight until its region exits, so one region around the loop would keep training
+    against the weights of step 0.
+    """
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup_steps, steps))
     model.train()
@@ -44,7 +54,8 @@ def train_loop(
     device = next(model.parameters()).device
     for step in range(steps):
         batch = {k: v.to(device) for k, v in next(batches).items()}
-        loss = model(**batch).loss
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -138,7 +149,7 @@ def train_lora(
         tokenizer.pad_token_id, seed,
     )
     train_loop(model, trainable, batches, recipe.steps, recipe.lr, recipe.warmup_steps,
-               recipe.weight_decay, progress)
+               recipe.weight_decay, progress, recipe.precision)
     return model
 
 
@@ -186,4 +197,4 @@ class Trainer:
             self.tokenizer.pad_token_id, seed,
         )
         return train_loop(model, parameters, batches, steps, lr, warmup_steps=min(10, steps // 10),
-                          progress=self._progress(label))
+                          progress=self._progress(label), precision=self.recipe.precision)

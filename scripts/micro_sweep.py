@@ -124,7 +124,8 @@ def _printing_progress(label: str):
 
     def update(step: int, total: int, loss: float) -> None:
         if step == total or step % max(1, total // 10) == 0:
-            print(f"  {label}: {step}/{total} loss {loss:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+            note = "" if loss != loss else f" loss {loss:.3f}"  # NaN: a bar that counts, not trains
+            print(f"  {label}: {step}/{total}{note} ({time.perf_counter() - start:.0f} s)", flush=True)
 
     return update
 

@@ -64,7 +64,8 @@ def build_micro_base(
     model = LlamaForCausalLM(config).to(device)
     batches = packed_batches(stream, spec.seq_len, spec.batch_size, spec.seed)
     final_loss = train_loop(model, list(model.parameters()), batches, spec.steps, spec.lr,
-                            spec.warmup_steps, weight_decay=0.01, progress=progress)
+                            spec.warmup_steps, weight_decay=0.01, progress=progress,
+                            precision=spec.precision)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     out_dir.mkdir(parents=True, exist_ok=True)
