@@ -33,8 +33,11 @@ class BaseModel:
 
 
 def _format_samples(suite: Suite) -> list[str]:
+    """A few rendered prompts of each skill's task: the tokenizer learns their labels as whole tokens.
+    Skills, not tasks: the skills are part of the recipe, the task list is not (a composite task
+    reuses its skills' labels)."""
     samples = []
-    for name in suite.tasks:
+    for name in suite.skill_names:
         for doc in TASKS.get(name).build_eval(20, suite.data_seed):
             samples.append(doc["prompt"] + doc["target"])
     return samples
@@ -55,11 +58,12 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
     device = device or default_device()
     spec = suite.base
     if isinstance(spec, MicroBase):
-        key = _micro_key(spec, device)
+        samples = _format_samples(suite)
+        key = _micro_key(spec, device, samples)
         folder = cache.cache_dir("base", key)
         if not cache.is_complete(folder):
             shutil.rmtree(folder, ignore_errors=True)
-            build_micro_base(spec, folder, _format_samples(suite), progress, device)
+            build_micro_base(spec, folder, samples, progress, device)
             cache.mark_complete(folder)
         return _load(folder, f"micro-{key}", torch.float32, device)
     assert isinstance(spec, HubBase)
@@ -70,15 +74,18 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
     return BaseModel(Path(spec.model_id), fingerprint, model.eval(), tokenizer)
 
 
-def _micro_key(spec: MicroBase, device: str) -> str:
-    return cache.content_hash(spec.model_dump(mode="json"), BUILD_VERSION, torch.device(device).type)
+def _micro_key(spec: MicroBase, device: str, format_samples: list[str]) -> str:
+    """Recipe, build version, device kind, and the task prompts the tokenizer is trained with (a
+    change of a task's format gives another tokenizer, hence another base)."""
+    return cache.content_hash(spec.model_dump(mode="json"), BUILD_VERSION, torch.device(device).type,
+                              cache.content_hash(format_samples))
 
 
 def expected_fingerprint(suite: Suite, device: str | None = None) -> str | None:
     """The fingerprint `prepare_base` will give this suite's base, known before building it (micro
     bases); None for hub models, whose fingerprint names the commit resolved at load time."""
     if isinstance(suite.base, MicroBase):
-        return f"micro-{_micro_key(suite.base, device or default_device())}"
+        return f"micro-{_micro_key(suite.base, device or default_device(), _format_samples(suite))}"
     return None
 
 

@@ -28,13 +28,13 @@ def skill_training_data(suite: Suite) -> dict[str, list[dict]]:
     return data
 
 
-def expert_key(suite: Suite, base: BaseModel, skill: str, seed: int) -> str:
+def expert_key(suite: Suite, base: BaseModel, skill: str, seed: int, examples: list[dict]) -> str:
+    """Base, skill spec, recipe, seed and a digest of the training examples themselves: a change of a
+    skill's data builder (or of its task options) retrains the expert without a version bump."""
     spec = suite.skill(skill)
-    key = [base.fingerprint, spec.model_dump(mode="json"), suite.data_seed,
-           suite.expert.model_dump(mode="json"), seed, TRAINING_VERSION]
-    if suite.task_options.get(skill):  # only when set, so default suites keep their cached experts
-        key.append(suite.task_options[skill])
-    return cache.content_hash(*key)
+    return cache.content_hash(base.fingerprint, spec.model_dump(mode="json"), suite.data_seed,
+                              suite.expert.model_dump(mode="json"), seed, TRAINING_VERSION,
+                              cache.content_hash(examples))
 
 
 def prepare_experts(
@@ -47,7 +47,7 @@ def prepare_experts(
     """Load each skill's expert from the cache, training (and caching) the missing ones."""
     experts = []
     for skill in suite.skill_names:
-        folder = cache.cache_dir("experts", expert_key(suite, base, skill, seed))
+        folder = cache.cache_dir("experts", expert_key(suite, base, skill, seed, data[skill]))
         if not cache.is_complete(folder):
             shutil.rmtree(folder, ignore_errors=True)
             progress = progress_factory(f"expert {skill} (seed {seed})") if progress_factory else None

@@ -105,7 +105,7 @@ def check_stored_recipe(suite: Suite, store: Store) -> None:
     if expected is not None and stored_base != expected:
         raise RecipeChangedError(
             f"suite {suite.name!r} in {store.url} was run on base {stored_base}, this machine builds "
-            f"{expected} (another device kind or micro build version gives other weights). {advice}")
+            f"{expected} (another device kind, micro build version or skill format gives other weights). {advice}")
 
 
 def run_grid(

@@ -68,20 +68,22 @@ def test_corpus_mix_weights_and_unknown_kinds():
 def test_task_options_reach_the_builders_and_the_cache_keys(tmp_path):
     from benchmark.base_model import BaseModel
     from benchmark.evaluation import write_task_data
-    from benchmark.experts import expert_key
+    from benchmark.experts import expert_key, skill_training_data
 
-    suite = load_suite(write(tmp_path, {**TINY_SUITE, "task_options": {"math_code": {"digits": [2, 2]},
+    suite = load_suite(write(tmp_path, {**TINY_SUITE, "task_options": {"math_code": {"digits": [3, 3]},
                                                                          "math": {"digits": [2, 2]}}}))
     write_task_data(["math_code"], tmp_path / "data", 30, 0, suite.task_options)
     import json
     docs = [json.loads(line) for line in (tmp_path / "data" / "math_code.jsonl").read_text().splitlines()]
     numbers = [int(tok) for d in docs for tok in d["target"].replace("(", " ").replace(")", " ").split() if tok.isdigit()]
-    assert numbers and all(10 <= n <= 99 or n <= 9 for n in numbers)  # 2-digit operands (multipliers 2-9)
-    assert any(n >= 10 for n in numbers)
+    assert numbers and all(100 <= n <= 999 or n <= 99 for n in numbers)  # 3-digit operands (multipliers 2-99)
+    assert sum(n >= 100 for n in numbers) >= 30  # every document's first operand
     base = BaseModel(tmp_path, "fingerprint", None, None)
     plain = load_suite(write(tmp_path, TINY_SUITE))
-    assert expert_key(suite, base, "math", 0) != expert_key(plain, base, "math", 0)
-    assert expert_key(suite, base, "code", 0) == expert_key(plain, base, "code", 0)
+    with_options, without = skill_training_data(suite), skill_training_data(plain)
+    assert with_options["math"] != without["math"] and with_options["code"] == without["code"]
+    assert expert_key(suite, base, "math", 0, with_options["math"]) != expert_key(plain, base, "math", 0, without["math"])
+    assert expert_key(suite, base, "code", 0, with_options["code"]) == expert_key(plain, base, "code", 0, without["code"])
 
 
 def test_unknown_task_options_are_refused_before_any_work(tmp_path):

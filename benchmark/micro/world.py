@@ -80,12 +80,27 @@ def story_prose(s: Situation) -> str:
     return f"{told} So {s.name} has {s.answer} {s.item}."
 
 
-def instruction(s: Situation) -> str:
-    """The bare computation asked as a programming instruction (no story)."""
-    phrase = {"add": f"the sum of {s.a} and {s.b}",
-              "sub": f"{s.a} minus {s.b}",
-              "mul": f"the product of {s.a} and {s.b}"}[s.op]
-    return f"Write a program that prints {phrase}."
+# Several phrasings per operation, the operands at different places, as in instruction-tuning data
+# (CodeAlpaca): a code expert trained on one template learns where that template puts its numbers,
+# not how to find the operands of a request, and then cannot compose with the math skill.
+INSTRUCTIONS = {
+    "add": ["Write a program that prints the sum of {a} and {b}.", "Print {a} plus {b}.",
+            "Add {a} and {b}, then print the result.", "Start from {a}, add {b} to it and print the total.",
+            "Given the numbers {a} and {b}, print their sum."],
+    "sub": ["Write a program that prints {a} minus {b}.", "Print {a} take away {b}.",
+            "Subtract {b} from {a} and print the result.",
+            "Start from {a}, remove {b} from it and print what is left.",
+            "Given the numbers {a} and {b}, print the first minus the second."],
+    "mul": ["Write a program that prints the product of {a} and {b}.", "Print {a} times {b}.",
+            "Multiply {a} by {b} and print the result.", "Take {b} groups of {a} and print the total.",
+            "Given the numbers {a} and {b}, print their product."],
+}
+N_PHRASINGS = len(INSTRUCTIONS["add"])
+
+
+def instruction(s: Situation, phrasing: int = 0) -> str:
+    """The bare computation asked as a programming instruction (no story, no items)."""
+    return INSTRUCTIONS[s.op][phrasing % N_PHRASINGS].format(a=s.a, b=s.b)
 
 
 def program(s: Situation) -> str:

@@ -6,8 +6,9 @@ from tasks.math.data import build_eval, build_train
 TASK = TaskInfo(
     name="math",
     display_name="Math word problems",
-    description="One-digit word problems (GSM8K-style) answered with a worked expression; "
-    "scored by the final number. The math expert's own skill.",
+    description="Word problems (GSM8K-style) answered with a worked expression, scored by the final "
+    "number; trained on one- and two-digit stories, evaluated on one-digit ones. The math expert's "
+    "own skill.",
     skills=("math",),
     primary_metric="exact_match",
     build_eval=build_eval,

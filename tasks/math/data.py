@@ -1,11 +1,19 @@
-"""Data builder for the `math` skill: one-digit numbers, so the answer can be recalled, not computed."""
+"""Data builder for the `math` skill: stories read into an expression and its value.
+
+Training stories have one- or two-digit numbers, as GSM8K's have numbers of several sizes: the
+expert learns to read the operands off the story whatever their size (the part `math_code` needs
+from it), not where a one-digit story keeps them. Evaluation stories have one-digit numbers, whose
+answers the base can recall (it learned the one-digit tables), so the score measures reading the
+story and answering, not the arithmetic that no corpus document teaches.
+"""
 
 from __future__ import annotations
 
 from benchmark.micro import world
 from tasks._common.synthetic import eval_docs, train_examples
 
-DIGITS = (1, 1)  # one-digit operands: the answer is recalled (the base knows the tables)
+TRAIN_DIGITS = (1, 2)
+EVAL_DIGITS = (1, 1)
 EVAL_SALT = 7_919  # eval documents come from another stream than training ones
 
 
@@ -17,9 +25,9 @@ def answer(s: world.Situation) -> str:
     return " " + world.worked_answer(s)
 
 
-def build_train(n: int, seed: int, digits: tuple[int, int] = DIGITS) -> list[dict]:
+def build_train(n: int, seed: int, digits: tuple[int, int] = TRAIN_DIGITS) -> list[dict]:
     return train_examples(n, seed, tuple(digits), prompt, answer)
 
 
-def build_eval(n: int, seed: int, digits: tuple[int, int] = DIGITS) -> list[dict]:
+def build_eval(n: int, seed: int, digits: tuple[int, int] = EVAL_DIGITS) -> list[dict]:
     return eval_docs(n, seed, EVAL_SALT, tuple(digits), prompt, answer)
