@@ -7,6 +7,7 @@ built once per recipe and loads with plain `from_pretrained` afterwards.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def build_micro_base(
     `format_samples` are a few rendered task prompts, used only to train the tokenizer so that
     the labels of the formats are whole tokens; they never enter the pretraining corpus.
     """
+    started = time.perf_counter()
     torch.manual_seed(spec.seed)
     docs = list(corpus.documents(spec.corpus_documents, spec.seed, spec.corpus_mix))
     tokenizer = train_tokenizer(itertools.chain(docs[:20_000], format_samples), spec.vocab_size)
@@ -63,6 +65,7 @@ def build_micro_base(
     config = llama_config(spec, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
     model = LlamaForCausalLM(config).to(device)
     batches = packed_batches(stream, spec.seq_len, spec.batch_size, spec.seed)
+    prepared = time.perf_counter()
     final_loss = train_loop(model, list(model.parameters()), batches, spec.steps, spec.lr,
                             spec.warmup_steps, weight_decay=0.01, progress=progress,
                             precision=spec.precision)
@@ -73,4 +76,6 @@ def build_micro_base(
     tokenizer.save_pretrained(out_dir)
     (out_dir / "pretraining.txt").write_text(
         f"corpus tokens: {stream.numel()}\nsteps: {spec.steps}\nfinal loss: {final_loss:.4f}\n"
+        f"corpus and tokenizer seconds: {prepared - started:.1f}\n"
+        f"pretraining seconds: {time.perf_counter() - prepared:.1f}\ndevice: {device}\n"
     )
