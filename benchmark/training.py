@@ -42,7 +42,8 @@ def train_loop(
     """Run `steps` optimiser steps; returns the mean loss of the last 10% of steps.
 
     `precision="bfloat16"` runs each forward pass under autocast (weights and optimiser stay
-    float32): 1.8x the tokens per second of float32 on a CPU with AVX512-BF16 for the micro base.
+    float32): 1.6x the tokens per second of float32 on a CPU with AVX512-BF16 for the micro base
+    (scripts/bench_train.py).
     The autocast region is entered per step, never around the loop: autocast caches the low-precision
     copy of each weight until its region exits, so one region around the loop would keep training
     against the weights of step 0.
