@@ -29,6 +29,10 @@ class _Frozen(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+# Of the forward passes in training: "bfloat16" is mixed precision (autocast; weights stay float32).
+Precision = Literal["float32", "bfloat16"]
+
+
 class MicroBase(_Frozen):
     """A small Llama built and pretrained from scratch on the synthetic corpus (no download)."""
 
@@ -49,8 +53,7 @@ class MicroBase(_Frozen):
     seq_len: int = Field(128, ge=16)
     lr: float = Field(3e-3, gt=0)
     warmup_steps: int = Field(100, ge=0)
-    # Forward passes in bfloat16 autocast ("bfloat16") or plain float32; weights stay float32.
-    precision: Literal["float32", "bfloat16"] = "float32"
+    precision: Precision = "float32"
     seed: int = 0
 
 
@@ -79,7 +82,7 @@ class LoraRecipe(_Frozen):
     warmup_steps: int = Field(20, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     max_length: int = Field(160, ge=16)
-    precision: Literal["float32", "bfloat16"] = "float32"
+    precision: Precision = "float32"
 
 
 class SkillSpec(_Frozen):

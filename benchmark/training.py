@@ -10,15 +10,13 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from typing import Literal
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from benchmark.suite import LoraRecipe
+from benchmark.suite import LoraRecipe, Precision
 
 Progress = Callable[[int, int, float], None]  # (step, total, loss)
-Precision = Literal["float32", "bfloat16"]  # of the forward pass; "bfloat16" = mixed precision
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:

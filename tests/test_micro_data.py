@@ -24,7 +24,8 @@ def numbers(text: str) -> Counter:
 
 
 def operand_digits(docs: list[dict], field: str) -> set[int]:
-    return {len(str(n)) for d in docs for n in list(numbers(d[field]))[:1]}
+    """Digit counts of the first number of each document (the first operand)."""
+    return {len(NUMBER.search(d[field]).group()) for d in docs}
 
 
 def test_code_instructions_vary_and_their_numbers_are_the_programs():
