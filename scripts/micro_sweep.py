@@ -40,9 +40,12 @@ def _value(node: ast.AST) -> float:
     """Arithmetic on number literals only; anything else is refused (the program counts as wrong)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
         return node.value
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult)):
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
         left, right = _value(node.left), _value(node.right)
-        return {ast.Add: left + right, ast.Sub: left - right, ast.Mult: left * right}[type(node.op)]
+        if isinstance(node.op, ast.Div) and right == 0:
+            raise ValueError("division by zero")
+        return {ast.Add: left + right, ast.Sub: left - right, ast.Mult: left * right,
+                ast.Div: left / right}[type(node.op)]
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         return -_value(node.operand)
     raise ValueError("not plain arithmetic")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 from benchmark.micro import world
 
-PHRASE = {"add": "{a} plus {b}", "sub": "{a} minus {b}", "mul": "{a} times {b}"}
+PHRASE = {"add": "{a} plus {b}", "sub": "{a} minus {b}", "mul": "{a} times {b}", "div": "{a} divided by {b}"}
 
 
 def story_resolved(rng: random.Random) -> str:

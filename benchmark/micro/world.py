@@ -18,8 +18,10 @@ ITEMS = ["apples", "books", "coins", "pens", "shells", "stamps", "cards", "eggs"
          "beads", "cups", "seeds", "bolts", "shirts", "tiles", "ropes"]
 CONTAINERS = ["boxes", "bags", "crates", "jars", "baskets", "trays"]
 
-OPS = ("add", "sub", "mul")
-SYMBOL = {"add": "+", "sub": "-", "mul": "*"}
+# Four operations, equally often: a model that writes a program with the right numbers but cannot
+# tell the operation from the story (a code expert alone) is right by chance one time in four.
+OPS = ("add", "sub", "mul", "div")
+SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class Situation:
 
     @property
     def answer(self) -> int:
-        return {"add": self.a + self.b, "sub": self.a - self.b, "mul": self.a * self.b}[self.op]
+        return {"add": self.a + self.b, "sub": self.a - self.b, "mul": self.a * self.b,
+                "div": self.a // self.b}[self.op]
 
     @property
     def expression(self) -> str:
@@ -50,7 +53,9 @@ def draw_number(rng: random.Random, digits: tuple[int, int]) -> int:
 
 
 def draw_situation(rng: random.Random, digits: tuple[int, int], op: str | None = None) -> Situation:
-    """A situation whose numbers have `digits` digits (the multiplier stays one or two digits)."""
+    """A situation whose numbers have `digits` digits (the multiplier stays one or two digits); a
+    division shares `digits` items per container among a one-digit number of them, so it is exact
+    and its answer has the size the other operations' operands have."""
     op = op or rng.choice(OPS)
     a, b = draw_number(rng, digits), draw_number(rng, digits)
     if op == "sub" and b > a:
@@ -59,6 +64,9 @@ def draw_situation(rng: random.Random, digits: tuple[int, int], op: str | None =
         a += 1
     if op == "mul":
         b = rng.randint(2, 9) if digits[1] <= 2 else rng.randint(2, 99)
+    if op == "div":
+        b = rng.randint(2, 9)
+        a = a * b
     return Situation(op, a, b, rng.choice(NAMES), rng.choice(ITEMS), rng.choice(CONTAINERS))
 
 
@@ -70,13 +78,18 @@ def story(s: Situation) -> str:
     if s.op == "sub":
         return (f"{s.name} has {s.a} {s.item}. {s.name} gives away {s.b} {s.item}. "
                 f"How many {s.item} does {s.name} have left?")
-    return (f"{s.name} has {s.a} {s.container}. Each of the {s.container} holds {s.b} {s.item}. "
-            f"How many {s.item} does {s.name} have in all?")
+    if s.op == "mul":
+        return (f"{s.name} has {s.a} {s.container}. Each of the {s.container} holds {s.b} {s.item}. "
+                f"How many {s.item} does {s.name} have in all?")
+    return (f"{s.name} has {s.a} {s.item}. {s.name} puts them into {s.b} {s.container}, the same number "
+            f"in each. How many {s.item} are in each of the {s.container}?")
 
 
 def story_prose(s: Situation) -> str:
     """The situation told and resolved in prose: the base's latent knowledge of stories."""
     told = story(s).rsplit(". ", 1)[0] + "."
+    if s.op == "div":
+        return f"{told} So there are {s.answer} {s.item} in each of the {s.container}."
     return f"{told} So {s.name} has {s.answer} {s.item}."
 
 
@@ -94,6 +107,9 @@ INSTRUCTIONS = {
     "mul": ["Write a program that prints the product of {a} and {b}.", "Print {a} times {b}.",
             "Multiply {a} by {b} and print the result.", "Take {b} groups of {a} and print the total.",
             "Given the numbers {a} and {b}, print their product."],
+    "div": ["Write a program that prints {a} divided by {b}.", "Print {a} over {b}.",
+            "Divide {a} by {b} and print the result.", "Split {a} into {b} equal parts and print the size of each.",
+            "Given the numbers {a} and {b}, print the first divided by the second."],
 }
 N_PHRASINGS = len(INSTRUCTIONS["add"])
 

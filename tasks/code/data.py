@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable
 
 from benchmark.micro import world
-from tasks._common.synthetic import eval_docs, train_examples
+from tasks._common.synthetic import HELD_OUT, eval_docs, train_examples
 
 DIGITS = (1, 4)
 EVAL_SALT = 104_729
@@ -25,7 +25,8 @@ def _phrased_prompts(seed: int) -> Callable[[world.Situation], str]:
 
 
 def build_train(n: int, seed: int, digits: tuple[int, int] = DIGITS) -> list[dict]:
-    return train_examples(n, seed, tuple(digits), _phrased_prompts(seed), world.program)
+    held_out = {d["prompt"] for d in build_eval(HELD_OUT, seed)}
+    return train_examples(n, seed, tuple(digits), _phrased_prompts(seed), world.program, held_out)
 
 
 def build_eval(n: int, seed: int, digits: tuple[int, int] = DIGITS) -> list[dict]:

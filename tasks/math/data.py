@@ -10,7 +10,7 @@ story and answering, not the arithmetic that no corpus document teaches.
 from __future__ import annotations
 
 from benchmark.micro import world
-from tasks._common.synthetic import eval_docs, train_examples
+from tasks._common.synthetic import HELD_OUT, eval_docs, train_examples
 
 TRAIN_DIGITS = (1, 2)
 EVAL_DIGITS = (1, 1)
@@ -26,7 +26,8 @@ def answer(s: world.Situation) -> str:
 
 
 def build_train(n: int, seed: int, digits: tuple[int, int] = TRAIN_DIGITS) -> list[dict]:
-    return train_examples(n, seed, tuple(digits), prompt, answer)
+    held_out = {d["prompt"] for d in build_eval(HELD_OUT, seed)}
+    return train_examples(n, seed, tuple(digits), prompt, answer, held_out)
 
 
 def build_eval(n: int, seed: int, digits: tuple[int, int] = EVAL_DIGITS) -> list[dict]:

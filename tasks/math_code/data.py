@@ -1,8 +1,10 @@
 """Data builder for `math_code`: the math skill's stories with two-digit numbers, a program asked.
 
-Two digits: the answers (up to 198, or 99 x 9) are beyond the one-digit tables the base knows, so
-the number is computed by the program; and two-digit operands are what a base of the micro size
-copies reliably into a program. The feasibility studies of the micro design found that with 3-4
+Two digits: the answers (up to 198, 99 x 9, or a two-digit share of up to 891 items) are beyond
+the one-digit tables the base knows, so the number is computed by the program; and two-digit
+operands are what a base of the micro size copies reliably into a program. The four operations
+come equally often, so a model that copies the numbers into a program without reading which
+operation the story asks for is right one time in four. The feasibility studies of the micro design found that with 3-4
 digit numbers no method composes at CPU scale (copying fails first); `digits` in the suite's
 `task_options` sets another size.
 """
