@@ -25,7 +25,7 @@ def _phrased_prompts(seed: int) -> Callable[[world.Situation], str]:
 
 
 def build_train(n: int, seed: int, digits: tuple[int, int] = DIGITS) -> list[dict]:
-    held_out = {d["prompt"] for d in build_eval(HELD_OUT, seed)}
+    held_out = {d["prompt"] for size in {tuple(digits), DIGITS} for d in build_eval(HELD_OUT, seed, size)}
     return train_examples(n, seed, tuple(digits), _phrased_prompts(seed), world.program, held_out)
 
 

@@ -26,7 +26,9 @@ def answer(s: world.Situation) -> str:
 
 
 def build_train(n: int, seed: int, digits: tuple[int, int] = TRAIN_DIGITS) -> list[dict]:
-    held_out = {d["prompt"] for d in build_eval(HELD_OUT, seed)}
+    # a suite's `digits` option sizes training and eval alike; by default eval stories are smaller
+    sizes = {EVAL_DIGITS} if tuple(digits) == TRAIN_DIGITS else {tuple(digits), EVAL_DIGITS}
+    held_out = {d["prompt"] for size in sizes for d in build_eval(HELD_OUT, seed, size)}
     return train_examples(n, seed, tuple(digits), prompt, answer, held_out)
 
 
