@@ -75,9 +75,11 @@ def test_task_options_reach_the_builders_and_the_cache_keys(tmp_path):
     write_task_data(["math_code"], tmp_path / "data", 30, 0, suite.task_options)
     import json
     docs = [json.loads(line) for line in (tmp_path / "data" / "math_code.jsonl").read_text().splitlines()]
-    numbers = [int(tok) for d in docs for tok in d["target"].replace("(", " ").replace(")", " ").split() if tok.isdigit()]
-    assert numbers and all(100 <= n <= 999 or n <= 99 for n in numbers)  # 3-digit operands (multipliers 2-99)
-    assert sum(n >= 100 for n in numbers) >= 30  # every document's first operand
+    assert len(docs) == 30
+    for d in docs:  # 3-digit operands (a multiplier or divisor has 1-2 digits; a division shares 3 digits' worth)
+        a, op, b = d["target"].removeprefix("print(").removesuffix(")").split()
+        first = int(a) // int(b) if op == "/" else int(a)
+        assert 100 <= first <= 1000 and (100 <= int(b) <= 999 or (op in "*/" and int(b) <= 99)), d
     base = BaseModel(tmp_path, "fingerprint", None, None)
     plain = load_suite(write(tmp_path, TINY_SUITE))
     with_options, without = skill_training_data(suite), skill_training_data(plain)
