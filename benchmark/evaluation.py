@@ -170,12 +170,16 @@ def _outcome(name: str, results: dict) -> TaskOutcome:
 
 
 def _sample(logged: dict, primary: str) -> SampleRecord:
-    """One of lm-eval's logged samples as a record (one request per document, generate_until)."""
+    """One of lm-eval's logged samples as a record (one request per document, generate_until).
+    A document's `category` (the kind of question, where the task gives one) goes into `extra`."""
     response = logged["filtered_resps"][0]
     executed, extra = None, {}
     if isinstance(response, dict):  # a program run by tasks/_common/filters.ExecuteProgram
         executed = response["stdout"] if response["ok"] else response["error"]
         extra = {key: response[key] for key in ("returncode", "timed_out", "value", "error")}
+    category = (logged.get("doc") or {}).get("category")
+    if category is not None:
+        extra["category"] = str(category)
     return SampleRecord(doc_index=int(logged["doc_id"]), prompt=logged["arguments"][0][0],
                         generation=logged["resps"][0][0], target=str(logged["target"]),
                         executed=executed, correct=bool(logged[primary]), extra=extra)

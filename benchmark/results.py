@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import URL, Engine, create_engine, inspect, select
+from sqlalchemy import URL, Engine, case, create_engine, func, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, selectinload
 
@@ -181,6 +181,15 @@ class RunRow(BaseModel):
     scores: list[ScoreRow]
 
 
+class CategoryCount(BaseModel):
+    """Scored samples of one run in one category (a task document's kind, e.g. its operation)."""
+
+    run_id: int
+    category: str
+    n: int
+    n_correct: int
+
+
 class SampleRow(BaseModel):
     doc_index: int
     prompt: str
@@ -238,6 +247,23 @@ class ResultsReader:
                 raise LookupError(f"no run with id {run_id}")
             query = select(Sample).where(Sample.run_id == run_id).order_by(Sample.doc_index, Sample.id)
             return [SampleRow.model_validate(s, from_attributes=True) for s in session.scalars(query)]
+
+    def category_counts(self, suite: str, task: str) -> list[CategoryCount]:
+        """Per ok run of `task` and per category its samples carry: scored samples and right ones.
+        Counted in the database (a suite holds samples by the hundred thousand); samples without a
+        category are left out."""
+        category = Sample.extra["category"].as_string()
+        query = (
+            select(Sample.run_id, category, func.count(Sample.correct),
+                   func.sum(case((Sample.correct.is_(True), 1), else_=0)))
+            .join(Run, Run.id == Sample.run_id)
+            .where(Run.suite == suite, Run.task == task, Run.status == "ok", category.is_not(None))
+            .group_by(Sample.run_id, category)
+            .order_by(Sample.run_id, category)
+        )
+        with Session(self.engine) as session:
+            return [CategoryCount(run_id=run_id, category=name, n=n, n_correct=right or 0)
+                    for run_id, name, n, right in session.execute(query) if n]
 
     def close(self) -> None:
         self.engine.dispose()

@@ -21,7 +21,7 @@ from functools import lru_cache
 import pandas as pd
 from sqlalchemy import func, select
 
-from benchmark.results import CONFIDENCE, ResultsReader, SampleRow, t_quantile
+from benchmark.results import CONFIDENCE, CategoryCount, ResultsReader, SampleRow, t_quantile
 from benchmark.storage import Run, Score
 from leaderboard.method_info import method_info
 
@@ -236,3 +236,18 @@ def samples_frame(samples: list[SampleRow]) -> pd.DataFrame:
         [s.model_dump(exclude={"extra"}) for s in samples],
         columns=["doc_index", "prompt", "generation", "target", "executed", "correct"],
     )
+
+
+def category_table(counts: list[CategoryCount], runs: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per method setting (rows, by label) and document category (columns): each run's
+    share of right answers in the category, then the mean over its seeds, as the task's headline
+    score is a mean over seeds. Empty when no sample carries a category."""
+    if not counts:
+        return pd.DataFrame()
+    frame = pd.DataFrame.from_records([c.model_dump() for c in counts])
+    frame["accuracy"] = frame["n_correct"] / frame["n"]
+    frame = frame.merge(runs[["run_id", "label"]], on="run_id", how="inner")
+    table = frame.pivot_table(index="label", columns="category", values="accuracy", aggfunc="mean")
+    table.columns.name = None
+    return table
+

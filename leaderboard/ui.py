@@ -52,6 +52,17 @@ def _cells_on(url: str, suite: str, bases: tuple[str, ...], version: tuple[int, 
     return queries.aggregate(queries.primary_scores(data.runs[data.runs["base"].isin(bases)], data.scores))
 
 
+def categories(url: str, suite: str, task: str) -> pd.DataFrame:
+    """Accuracy per method and document category on one task (recounted when runs change)."""
+    return _categories(url, suite, task, snapshot.suite_frames(url, suite).version)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _categories(url: str, suite: str, task: str, version: tuple[int, int]) -> pd.DataFrame:
+    counts = snapshot.reader(url).category_counts(suite, task)
+    return queries.category_table(counts, snapshot.suite_frames(url, suite).runs)
+
+
 @st.cache_data(ttl=TTL, max_entries=256, show_spinner=False)
 def samples(url: str, run_id: int) -> pd.DataFrame:
     return queries.samples_frame(snapshot.reader(url).samples(run_id))

@@ -96,7 +96,8 @@ def fast_evaluate(model, tokenizer, task_names, data_dir, eval_spec) -> dict[str
             else:
                 value = run_arithmetic_program(text.strip())
             correct = value is not None and abs(value - doc["answer"]) <= 1e-3
-            samples.append(SampleRecord(i, doc["prompt"], generation, doc["target"], str(value), correct, {}))
+            extra = {"category": str(doc["category"])} if "category" in doc else {}
+            samples.append(SampleRecord(i, doc["prompt"], generation, doc["target"], str(value), correct, extra))
         accuracy = sum(s.correct for s in samples) / len(samples)
         stderr = (accuracy * (1 - accuracy) / max(1, len(samples) - 1)) ** 0.5
         outcomes[task] = TaskOutcome(task, [ScoreRecord(TASKS.get(task).primary_metric, accuracy, stderr,

@@ -21,6 +21,7 @@ from benchmark.storage import RunRecord, SampleRecord, ScoreRecord, open_store
 TASKS = ("math", "code", "math_code")
 SEEDS = (0, 1, 2)
 N_DOCS = 100
+CATEGORIES = ("add", "sub", "mul", "div")  # math_code samples' kinds, by document index
 PRIMARY = {"math": "exact_match", "code": "exec_accuracy", "math_code": "exec_accuracy"}
 MICRO_BASE = {"kind": "micro", "hidden_size": 128, "num_layers": 2, "vocab_size": 512}
 
@@ -81,7 +82,10 @@ def _sample(task: str, doc: int, correct: bool) -> SampleRecord:
     reference = target.format(a=a, b=b, c=a + b)
     generation = reference if correct else target.format(a=a, b=b - 1, c=a + b - 1)
     executed = None if task == "math" else str(a + b if correct else a + b - 1)
-    return SampleRecord(doc, prompt.format(a=a, b=b), generation, reference, executed, correct, {"answer": a + b})
+    extra = {"answer": a + b}
+    if task == "math_code":  # a task whose documents name their kind (the others do not)
+        extra["category"] = CATEGORIES[doc % len(CATEGORIES)]
+    return SampleRecord(doc, prompt.format(a=a, b=b), generation, reference, executed, correct, extra)
 
 
 def make_runs(suite: str = "micro", methods: tuple[MethodSpec, ...] = METHODS,
@@ -154,6 +158,15 @@ class Grid:
 
     def cell(self, method: str, task: str, seeds: tuple[int, ...] = SEEDS) -> tuple[float, float]:
         return hand_interval([self.values[(method, task, s)] for s in seeds])
+
+    def category_accuracy(self, method: str, category: str, task: str = "math_code") -> float:
+        """Share right among the category's documents, per seed, then the mean over seeds."""
+        k = CATEGORIES.index(category)
+        shares = []
+        for seed in SEEDS:
+            flags = self.correct[(method, task, seed)][k::len(CATEGORIES)]
+            shares.append(sum(flags) / len(flags))
+        return sum(shares) / len(shares)
 
 
 def fill_grid(url: str, suite: str = "micro", methods: tuple[MethodSpec, ...] = METHODS,

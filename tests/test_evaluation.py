@@ -25,6 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from benchmark import evaluation
 from benchmark.evaluation import evaluate_model, write_task_data
+from benchmark.micro import world
 from benchmark.sandbox import SandboxLimits, parse_number, run_program
 from benchmark.suite import EvalSpec
 from benchmark.taskinfo import TASKS
@@ -213,6 +214,7 @@ def test_evaluate_model_samples_agree_with_re_execution(outcomes, data_dir):
         for sample in outcome.samples:
             doc = docs[sample.doc_index]
             assert sample.prompt == doc["prompt"] and sample.target == doc["target"]
+            assert sample.extra["category"] == doc["category"] and doc["category"] in world.OPS
             assert sample.correct == recompute_flag(name, sample.generation, doc["answer"]), sample
             assert (sample.executed is not None) == (name in PROGRAM_TASKS)
             flags.append(sample.correct)

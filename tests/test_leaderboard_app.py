@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from benchmark.storage import open_store
-from leaderboard_fixtures import METHODS, SEEDS, TASKS, competition_rank, fill_grid
+from leaderboard_fixtures import CATEGORIES, METHODS, SEEDS, TASKS, competition_rank, fill_grid
 
 APP = Path(__file__).resolve().parent.parent / "leaderboard" / "app.py"
 HUB = {"kind": "hub", "model_id": "meta-llama/Llama-2-7b-hf"}
@@ -176,16 +176,28 @@ def test_task_page_numbers_and_samples(db, grid, monkeypatch) -> None:
         assert row.rank == rank[row.label]
         assert row.interval == f"[{mean - half:.3f}, {mean + half:.3f}]"
 
+    by_category = at.dataframe[1].value  # in the task table's order (by rank)
+    assert list(by_category["method"]) == list(table["label"])
+    for row in by_category.to_dict("records"):
+        for category in CATEGORIES:
+            assert row[category] == pytest.approx(grid.category_accuracy(row["method"], category), abs=1e-9)
+
     at.selectbox(key="sample_method").set_value("ties").run()
     at.selectbox(key="sample_seed").set_value(1).run()
     flags = grid.correct[("ties", "math_code", 1)]
     assert f"**{sum(flags)} of {len(flags)} right**" in text_of(at)
-    samples = at.dataframe[1].value
+    samples = at.dataframe[2].value
     assert list(samples["result"]) == ["right" if f else "wrong" for f in flags]
     assert samples["prompt"].str.contains("cows").all() and samples["executed"].notna().all()
     at.toggle(key="only_wrong").set_value(True).run()
-    assert len(at.dataframe[1].value) == flags.count(False)
+    assert len(at.dataframe[2].value) == flags.count(False)
     assert "wrong" in text_of(at)
+
+
+def test_task_without_categories_shows_no_breakdown(db, monkeypatch) -> None:
+    at = start(f"sqlite:///{db}", monkeypatch, page="task", task="math")
+    assert "Accuracy by kind of question" not in [h.value for h in at.subheader]
+    assert len(at.dataframe) == 2  # the task table and the samples
 
 
 # --------------------------------------------------------------------------------- method page

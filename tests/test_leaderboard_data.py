@@ -20,7 +20,7 @@ from benchmark.results import open_readonly
 from benchmark.storage import open_store
 from leaderboard import queries, ranking, stats
 from leaderboard.method_info import method_info
-from leaderboard_fixtures import METHODS, SEEDS, TASKS, MethodSpec, fill_grid, make_runs
+from leaderboard_fixtures import CATEGORIES, METHODS, SEEDS, TASKS, MethodSpec, fill_grid, make_runs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,6 +53,21 @@ def test_cells_match_hand_computed_means_and_intervals(grid, cells) -> None:
         assert (row.ci_low, row.ci_high) == pytest.approx((mean - half, mean + half), abs=1e-9)
         assert row.n_seeds == 3 and row.seeds == SEEDS
         assert row.metric == {"math": "exact_match"}.get(row.task, "exec_accuracy")
+
+
+def test_accuracy_by_category_matches_hand_counts(grid) -> None:
+    reader = open_readonly(grid.url)
+    runs = queries.load_runs(reader, grid.suite)
+    table = queries.category_table(reader.category_counts(grid.suite, "math_code"), runs)
+    assert sorted(table.columns) == sorted(CATEGORIES) and sorted(table.index) == sorted(m.name for m in METHODS)
+    for method in table.index:
+        for category in CATEGORIES:
+            assert table.loc[method, category] == pytest.approx(grid.category_accuracy(method, category), abs=1e-12)
+    # samples without a category (the other tasks) give no table; the failed run counts nowhere
+    assert queries.category_table(reader.category_counts(grid.suite, "math"), runs).empty
+    counts = reader.category_counts(grid.suite, "math_code")
+    assert {c.n for c in counts} == {len(range(k, 100, 4)) for k in range(4)} and len(counts) == 4 * 3 * len(METHODS)
+    reader.close()
 
 
 def test_cells_agree_with_the_results_command(grid, cells) -> None:

@@ -37,6 +37,16 @@ st.dataframe(
     },
 )
 
+by_category = ui.categories(data.url, data.suite, task)
+if not by_category.empty:
+    st.subheader("Accuracy by kind of question")
+    st.caption("Each document's kind as the task names it (in the micro tasks, the operation the story "
+               "asks for): the share of right answers per run, mean over seeds. A method right on one "
+               "kind only scores about one over the number of kinds.")
+    ranked = [label for label in rows["label"] if label in by_category.index]
+    st.dataframe(by_category.loc[ranked].reset_index(names="method"), hide_index=True, key="category_table",
+                 column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in by_category.columns})
+
 st.subheader("Answers, one by one")
 st.caption("The stored lm-eval samples of one run: the prompt, what the merged model generated, what "
            "its program printed when executed in the sandbox, and whether that was right.")

@@ -40,6 +40,9 @@ def train_examples(n: int, seed: int, digits: tuple[int, int], prompt: Render, c
 
 
 def eval_docs(n: int, seed: int, salt: int, digits: tuple[int, int], prompt: Render, target: Render) -> list[dict]:
+    """Eval documents; `category` (the operation) is stored with each sample, so the task page can
+    show where a method fails (e.g. right on every division, wrong on every addition)."""
     rng = random.Random(seed * 31 + salt)
     situations = [world.draw_situation(rng, digits) for _ in range(n)]
-    return [{"prompt": prompt(s), "target": target(s), "answer": float(s.answer)} for s in situations]
+    return [{"prompt": prompt(s), "target": target(s), "answer": float(s.answer), "category": s.op}
+            for s in situations]
