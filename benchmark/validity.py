@@ -104,12 +104,30 @@ def assess(scores: dict[tuple[str, str, int], float], tasks: list[TaskInfo], bar
                                        value is not None and limit is not None and value <= limit))
             tv.checks.append(Check("best merge", best, f">= {bar.min_best_merge:.2f}",
                                    best is not None and best >= bar.min_best_merge))
+            tv.figures.update(per_seed_extremes(scores, info.name, list(singles)))
             tau = rank_agreement(scores, info.name)
             tv.figures["mean Kendall tau across seeds"] = tau
             tv.checks.append(Check("rank agreement across seeds (mean Kendall tau)", tau, f">= {bar.min_tau:.2f}",
                                    tau is not None and tau >= bar.min_tau))
         report.append(tv)
     return report
+
+
+def per_seed_extremes(scores: dict[tuple[str, str, int], float], task: str, singles: list[str]) -> dict[str, float]:
+    """Per seed, the best merge and the best single model on `task`, named: the bar is checked on the
+    means over seeds, and these show whether it holds seed by seed (weight merges can swing)."""
+    per_seed: dict[int, dict[str, float]] = defaultdict(dict)
+    for (method, t, seed), value in scores.items():
+        if t == task:
+            per_seed[seed][method] = value
+    figures = {}
+    for seed in sorted(per_seed):
+        for kind, names in (("best merge", [m for m in per_seed[seed] if _is_merge(m)]),
+                            ("best single", [m for m in per_seed[seed] if m in singles])):
+            if names:
+                name = max(names, key=lambda m: per_seed[seed][m])
+                figures[f"seed {seed}: {kind} ({name})"] = per_seed[seed][name]
+    return figures
 
 
 def rank_agreement(scores: dict[tuple[str, str, int], float], task: str) -> float | None:

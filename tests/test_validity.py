@@ -49,6 +49,8 @@ def test_assess_passes_a_good_suite_and_names_what_fails_in_a_bad_one():
     assert composite.figures["best merge (cat)"] == pytest.approx(0.51)
     assert composite.figures["mean Kendall tau across seeds"] == pytest.approx(1.0)
     assert good[0].figures["expert gain"] == pytest.approx(0.85)
+    assert composite.figures["seed 2: best merge (cat)"] == pytest.approx(0.52)
+    assert composite.figures["seed 0: best single (expert-code)"] == pytest.approx(0.1)
     bad = assess(grid(False), tasks)
     failing = [c.what for tv in bad for c in tv.checks if not c.ok]
     assert failing == ["expert-math <= 0.5 x best merge"]
