@@ -113,13 +113,19 @@ def assess(scores: dict[tuple[str, str, int], float], tasks: list[TaskInfo], bar
     return report
 
 
-def per_seed_extremes(scores: dict[tuple[str, str, int], float], task: str, singles: list[str]) -> dict[str, float]:
-    """Per seed, the best merge and the best single model on `task`, named: the bar is checked on the
-    means over seeds, and these show whether it holds seed by seed (weight merges can swing)."""
+def scores_by_seed(scores: dict[tuple[str, str, int], float], task: str) -> dict[int, dict[str, float]]:
+    """{seed: {method: score}} of one task."""
     per_seed: dict[int, dict[str, float]] = defaultdict(dict)
     for (method, t, seed), value in scores.items():
         if t == task:
             per_seed[seed][method] = value
+    return per_seed
+
+
+def per_seed_extremes(scores: dict[tuple[str, str, int], float], task: str, singles: list[str]) -> dict[str, float]:
+    """Per seed, the best merge and the best single model on `task`, named: the bar is checked on the
+    means over seeds, and these show whether it holds seed by seed (weight merges can swing)."""
+    per_seed = scores_by_seed(scores, task)
     figures = {}
     for seed in sorted(per_seed):
         for kind, names in (("best merge", [m for m in per_seed[seed] if _is_merge(m)]),
@@ -132,10 +138,7 @@ def per_seed_extremes(scores: dict[tuple[str, str, int], float], task: str, sing
 
 def rank_agreement(scores: dict[tuple[str, str, int], float], task: str) -> float | None:
     """Mean pairwise Kendall tau between seeds over the methods every seed has; None with < 2 seeds."""
-    per_seed: dict[int, dict[str, float]] = defaultdict(dict)
-    for (method, t, seed), value in scores.items():
-        if t == task:
-            per_seed[seed][method] = value
+    per_seed = scores_by_seed(scores, task)
     seeds = sorted(per_seed)
     if len(seeds) < 2:
         return None

@@ -250,4 +250,3 @@ def category_table(counts: list[CategoryCount], runs: pd.DataFrame) -> pd.DataFr
     table = frame.pivot_table(index="label", columns="category", values="accuracy", aggfunc="mean")
     table.columns.name = None
     return table
-
