@@ -12,9 +12,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from benchmark import cache
+from benchmark import cache, hashing
+from benchmark.micro import corpus
 from benchmark.micro.model import BUILD_VERSION, build_micro_base
 from benchmark.suite import HubBase, MicroBase, Suite
+from benchmark.training import Checkpoint
 from benchmark.taskinfo import TASKS
 
 
@@ -43,29 +45,79 @@ def _format_samples(suite: Suite) -> list[str]:
     return samples
 
 
+def warn_slow_precision(precision: str, device: str, log: Callable[[str], None]) -> None:
+    """bfloat16 on a CPU without native support (no AVX512-BF16 or AMX) is emulated: measured 74 s
+    a micro pretraining step against 2.5 s in float32 on a 2-core AMD EPYC (Zen 3)."""
+    if precision == "bfloat16" and torch.device(device).type == "cpu" and not _cpu_has_bf16():
+        log("warning: this CPU has no native bfloat16 (AVX512-BF16 / AMX): bfloat16 training is emulated here "
+            "and about 30x slower than float32; use `precision: float32` in the suite for a build on this machine")
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def default_device() -> str:
     """`SOUPBENCH_DEVICE`, else CUDA when present, else the CPU."""
     return os.environ.get("SOUPBENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | None = None,
-                 device: str | None = None) -> BaseModel:
-    """Build the micro base once per recipe (cached), or load a pretrained one.
+def base_recipe_hash(suite: Suite) -> str:
+    """What a micro base's weights are a function of, device aside: its recipe, the build version,
+    a digest of the pretraining corpus itself and the task prompts the tokenizer is trained with (a
+    change of any document maker or of a task's format gives another hash, hence another base).
+    This is the hash a release's manifest records."""
+    spec = suite.base
+    assert isinstance(spec, MicroBase)
+    return cache.content_hash(spec.model_dump(mode="json"), BUILD_VERSION,
+                              corpus.digest(spec.corpus_documents, spec.seed, spec.corpus_mix or None),
+                              hashing.text_digest(_format_samples(suite)))
 
-    The device kind is part of the micro base's cache key: the same recipe pretrained on a GPU and
-    on a CPU gives different weights, and a stored score must name the weights it came from.
+
+def build_key(recipe_hash: str, device: str) -> str:
+    """The cache folder of a base built here: the device kind is part of it, since the same recipe
+    pretrained on a GPU and on a CPU gives different weights."""
+    return cache.content_hash(recipe_hash, torch.device(device).type)
+
+
+def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | None = None,
+                 device: str | None = None, log: Callable[[str], None] = lambda message: None,
+                 use_release: bool = True) -> BaseModel:
+    """The suite's base: from the release when its recipe matches the manifest (after a sha256
+    check of every file), else built once per recipe and device (cached), or a pretrained one.
+
+    Its fingerprint is the hash of its files, so every machine that uses the release names the same
+    base, and a base built here is named by what was built, not by what was asked for.
     """
     device = device or default_device()
     spec = suite.base
     if isinstance(spec, MicroBase):
-        samples = _format_samples(suite)
-        key = _micro_key(spec, device, samples)
+        recipe_hash = base_recipe_hash(suite)
+        if use_release:
+            from benchmark import release  # the release module reads this one's hashes
+
+            released = release.released_base(recipe_hash)  # checks every released file first
+            if released is not None:
+                log(f"base from the release ({released})")
+                return _load(released, torch.float32, device)
+        key = build_key(recipe_hash, device)
         folder = cache.cache_dir("base", key)
         if not cache.is_complete(folder):
+            checkpoint = Checkpoint(cache.cache_dir("base-checkpoints", key) / "pretraining.pt")
+            log(f"no released base for this recipe ({recipe_hash}): pretraining it here, once, then cached "
+                f"(micro's size: about 90 minutes on 2 CPU cores in float32; an interrupted build resumes "
+                f"from {checkpoint.path.parent})")
+            warn_slow_precision(spec.precision, device, log)
             shutil.rmtree(folder, ignore_errors=True)
-            build_micro_base(spec, folder, samples, progress, device)
+            build_micro_base(spec, folder, _format_samples(suite), progress, device, checkpoint)
             cache.mark_complete(folder)
-        return _load(folder, f"micro-{key}", torch.float32, device)
+            shutil.rmtree(checkpoint.path.parent, ignore_errors=True)
+        else:
+            log(f"base from the cache ({folder})")
+        return _load(folder, torch.float32, device)
     assert isinstance(spec, HubBase)
     dtype = getattr(torch, spec.dtype)
     model = AutoModelForCausalLM.from_pretrained(spec.model_id, revision=spec.revision, dtype=dtype).to(device)
@@ -74,22 +126,23 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
     return BaseModel(Path(spec.model_id), fingerprint, model.eval(), tokenizer)
 
 
-def _micro_key(spec: MicroBase, device: str, format_samples: list[str]) -> str:
-    """Recipe, build version, device kind, and the task prompts the tokenizer is trained with (a
-    change of a task's format gives another tokenizer, hence another base)."""
-    return cache.content_hash(spec.model_dump(mode="json"), BUILD_VERSION, torch.device(device).type,
-                              cache.content_hash(format_samples))
+# The files that make a micro base what it is (weights, config, tokenizer); a base's fingerprint
+# hashes them, the release ships them.
+BASE_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+              "tokenizer_config.json", "special_tokens_map.json")
 
 
-def expected_fingerprint(suite: Suite, device: str | None = None) -> str | None:
-    """The fingerprint `prepare_base` will give this suite's base, known before building it (micro
-    bases); None for hub models, whose fingerprint names the commit resolved at load time."""
-    if isinstance(suite.base, MicroBase):
-        return f"micro-{_micro_key(suite.base, device or default_device(), _format_samples(suite))}"
-    return None
+def base_files(folder: Path) -> list[Path]:
+    return [folder / name for name in BASE_FILES if (folder / name).is_file()]
 
 
-def _load(folder: Path, fingerprint: str, dtype: torch.dtype, device: str) -> BaseModel:
+def weights_fingerprint(folder: Path) -> str:
+    """`sha256:<hex>` of a base folder's weights, config and tokenizer files."""
+    return hashing.files_fingerprint(base_files(folder))
+
+
+def _load(folder: Path, dtype: torch.dtype, device: str) -> BaseModel:
+    fingerprint = weights_fingerprint(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return BaseModel(folder, fingerprint, model, tokenizer)

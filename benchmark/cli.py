@@ -69,6 +69,7 @@ def run(
 ) -> None:
     """Run the grid (methods x tasks x seeds), skipping stored cells, then print the results table."""
     from benchmark.progress import RichReporter
+    from benchmark.release import ReleaseIntegrityError
     from benchmark.results import format_records, open_readonly
     from benchmark.runner import run_grid
     from benchmark.storage import open_store, resolve_db_url
@@ -88,7 +89,7 @@ def run(
     try:
         with RichReporter(console) as reporter:
             summary = run_grid(spec, store, methods=method, tasks=task, seeds=list(spec.seeds[:seeds]), reporter=reporter)
-    except (ValueError, UnknownNameError) as err:
+    except (ValueError, UnknownNameError, ReleaseIntegrityError) as err:
         _fail(str(err))
     finally:
         store.close()
@@ -100,6 +101,66 @@ def run(
         console.print(f"[red]failed:[/red] {label} (seed {seed}): {error}")
     if summary.failed:
         raise typer.Exit(1)
+
+
+class RebuildCheck(str, enum.Enum):
+    experts = "experts"
+    all = "all"
+
+
+@app.command()
+def release(
+    suite: Annotated[str, typer.Argument(help="Embedded suite name or path to a suite YAML.")] = "micro",
+    into: Annotated[Optional[Path], typer.Option(
+        "--out", help="Release folder; default: the one shipped in the package.")] = None,
+    check: Annotated[Optional[RebuildCheck], typer.Option(
+        help="Instead of building: rebuild the experts (on the released base) or everything in an empty "
+             "cache and report whether the rebuild reproduces the release bit for bit.")] = None,
+) -> None:
+    """Build a suite's release: base, every seed's experts and the reference results, with a manifest."""
+    import os
+    import tempfile
+
+    from benchmark.progress import RichReporter
+    from benchmark.registry import UnknownNameError
+    from benchmark.release import ReleaseIntegrityError, load_release, release_dir
+    from benchmark.release_build import build_release, check_rebuild
+    from benchmark.suite import SuiteError, load_suite
+
+    try:
+        spec = load_suite(suite)
+    except (SuiteError, UnknownNameError) as err:
+        _fail(str(err))
+    _quiet_libraries()
+    folder = into or release_dir()
+    if check is None:
+        try:
+            with RichReporter(console) as reporter:
+                manifest = build_release(spec, folder, reporter)
+        except (ValueError, RuntimeError) as err:
+            _fail(str(err))
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        console.print(f"released {spec.name} into {folder}: base {manifest['base']['fingerprint']}, "
+                      f"{len(manifest['experts'])} experts, {manifest['reference']['cells']} reference cells, "
+                      f"{size / 2**20:.1f} MiB")
+        return
+    try:
+        shipped = load_release(folder)
+        if shipped is None:
+            _fail(f"no release at {folder} (build one with `soupbench release {suite}`)")
+        os.environ["SOUPBENCH_RELEASE"] = str(folder)
+        with tempfile.TemporaryDirectory(prefix="soupbench-rebuild-") as scratch:
+            os.environ["SOUPBENCH_CACHE"] = scratch  # an empty cache: every artifact is rebuilt
+            with RichReporter(console) as reporter:
+                rows = check_rebuild(spec, shipped, check.value, reporter)
+    except (ValueError, ReleaseIntegrityError) as err:
+        _fail(str(err))
+    table = Table("artifact", "released", "rebuilt here", "bit for bit")
+    for name, released, rebuilt, same in rows:
+        table.add_row(name, released, rebuilt, "yes" if same else "[red]no[/red]")
+    out.print(table)
+    same = sum(row[3] for row in rows)
+    console.print(f"{same} of {len(rows)} artifacts reproduced bit for bit on this machine")
 
 
 @app.command()
@@ -239,21 +300,47 @@ def validate(
 def leaderboard(
     db: Annotated[Optional[str], typer.Option(help="Database URL or SQLite path.")] = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve the site on.")] = 8501,
+    reference: Annotated[bool, typer.Option(
+        "--reference/--no-reference",
+        help="Show the release's reference results beside the database's runs (alone when there is no database).")] = True,
 ) -> None:
-    """Start the leaderboard site (Streamlit) over the results database, opened read-only."""
-    from benchmark.results import open_readonly
-    from benchmark.storage import resolve_db_url
+    """Start the leaderboard site (Streamlit) over the results database, opened read-only.
 
+    Without a database of your own (no --db, no SOUPBENCH_DB, no ./soupbench.db) it shows the
+    release's reference results; with one, your runs beside them.
+    """
+    import os
+
+    from benchmark.release import ReleaseIntegrityError, reference_db_url
+    from benchmark.results import open_readonly
+    from benchmark.storage import DB_ENV_VAR, DEFAULT_DB_FILE, resolve_db_url
+
+    try:
+        reference_url = reference_db_url() if reference else None
+    except ReleaseIntegrityError as err:
+        _fail(str(err))
+    own = db is not None or bool(os.environ.get(DB_ENV_VAR)) or Path(DEFAULT_DB_FILE).is_file()
     url = resolve_db_url(db)
     try:  # fail here, in the terminal, rather than on a web page nobody has opened yet
-        open_readonly(url).close()
+        if own or reference_url is None:
+            open_readonly(url).close()
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
     except Exception as err:  # a server that is down, a driver that is not installed
         _fail(f"cannot read {url}: {type(err).__name__}: {err}")
     from leaderboard.serve import serve
 
-    console.print(f"leaderboard for {url} at http://localhost:{port}")
+    if not own and reference_url is not None:
+        console.print("no database of your own: showing the release's reference results")
+        url = reference_url
+    elif reference_url is not None:
+        from leaderboard.combine import combined_database
+
+        shown = url
+        url, added = combined_database(reference_url, shown)
+        console.print(f"{added} runs of {shown} beside the release's reference results (a snapshot: restart "
+                      "the site to see runs stored since; --no-reference shows your database alone)")
+    console.print(f"leaderboard at http://localhost:{port}")
     serve(url, port)
 
 

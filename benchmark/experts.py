@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 
-from benchmark import cache
+from benchmark import cache, release
 from benchmark.adapters import load_expert
 from benchmark.base_model import BaseModel
 from benchmark.lora import Expert
@@ -28,11 +28,12 @@ def skill_training_data(suite: Suite) -> dict[str, list[dict]]:
     return data
 
 
-def expert_key(suite: Suite, base: BaseModel, skill: str, seed: int, examples: list[dict]) -> str:
-    """Base, skill spec, recipe, seed and a digest of the training examples themselves: a change of a
-    skill's data builder (or of its task options) retrains the expert without a version bump."""
+def expert_key(suite: Suite, base_fingerprint: str, skill: str, seed: int, examples: list[dict]) -> str:
+    """Base (by the hash of its weights), skill spec, recipe, seed and a digest of the training
+    examples themselves: a change of a skill's data builder (or of its task options) retrains the
+    expert without a version bump. A release's manifest records this hash for each expert."""
     spec = suite.skill(skill)
-    return cache.content_hash(base.fingerprint, spec.model_dump(mode="json"), suite.data_seed,
+    return cache.content_hash(base_fingerprint, spec.model_dump(mode="json"), suite.data_seed,
                               suite.expert.model_dump(mode="json"), seed, TRAINING_VERSION,
                               cache.content_hash(examples))
 
@@ -43,16 +44,28 @@ def prepare_experts(
     seed: int,
     data: dict[str, list[dict]],
     progress_factory: Callable[[str], Progress] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+    use_release: bool = True,
 ) -> list[Expert]:
-    """Load each skill's expert from the cache, training (and caching) the missing ones."""
+    """Each skill's expert: from the release when it holds this recipe hash (files checked), else
+    from the cache, training (and caching) the missing ones."""
     experts = []
     for skill in suite.skill_names:
-        folder = cache.cache_dir("experts", expert_key(suite, base, skill, seed, data[skill]))
-        if not cache.is_complete(folder):
-            shutil.rmtree(folder, ignore_errors=True)
-            progress = progress_factory(f"expert {skill} (seed {seed})") if progress_factory else None
-            model = train_lora(base.fresh(), data[skill], base.tokenizer, suite.expert, seed, progress)
-            model.save_pretrained(folder)
-            cache.mark_complete(folder)
+        key = expert_key(suite, base.fingerprint, skill, seed, data[skill])
+        folder = release.released_expert(key) if use_release else None
+        if folder is not None:
+            log(f"expert {skill} (seed {seed}) from the release ({folder})")
+        else:
+            folder = cache.cache_dir("experts", key)
+            if not cache.is_complete(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                progress = progress_factory(f"expert {skill} (seed {seed})") if progress_factory else None
+                model = train_lora(base.fresh(), data[skill], base.tokenizer, suite.expert, seed, progress)
+                # Name the base by its content, not by the cache path it was loaded from: the same
+                # expert trained on two machines then has the same files (and fingerprint).
+                for config in model.peft_config.values():
+                    config.base_model_name_or_path = base.fingerprint
+                model.save_pretrained(folder, save_embedding_layers=False)
+                cache.mark_complete(folder)
         experts.append(load_expert(folder, name=skill, base_model=base.model))
     return experts

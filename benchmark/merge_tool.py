@@ -11,7 +11,6 @@ leaves a half-written model behind that `from_pretrained` would happily load.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ from benchmark import catalog
 from benchmark.adapters import AdapterMismatchError, check_compatible, load_expert, save_lora_as_peft
 from benchmark.apply import apply_deltas
 from benchmark.contract import check_merge_result
+from benchmark.hashing import files_fingerprint
 from benchmark.lora import Expert, LoraFactors
 from benchmark.method import Consumes, MergeContext, MergeMethod, ModuleWiseMethod
 
@@ -85,6 +85,14 @@ def check_declared_base(expert: Expert, base: str) -> None:
     recorded = expert.metadata.get("base_model_name_or_path")
     if not recorded or not str(recorded).strip() or not str(base).strip():
         return
+    if str(recorded).startswith("sha256:"):  # a SoupBench expert names its base by the hash of its files
+        from benchmark.base_model import weights_fingerprint
+
+        if Path(base).is_dir() and weights_fingerprint(Path(base)) != recorded:
+            raise AdapterMismatchError(
+                f"adapter {expert.name!r} was trained on base {recorded}, but the files of {base!r} hash to "
+                f"{weights_fingerprint(Path(base))} (pass --ignore-declared-base if they are the same model)")
+        return
     if _normalised_ref(str(recorded)) != _normalised_ref(base):
         raise AdapterMismatchError(
             f"adapter {expert.name!r} declares base {recorded!r}, not the given base {base!r} "
@@ -102,15 +110,8 @@ def base_fingerprint(base: str, model: nn.Module) -> str:
     if not folder.is_dir():
         commit = getattr(getattr(model, "config", None), "_commit_hash", None)
         return f"{base}@{commit or 'unknown'}"
-    digest = hashlib.sha256()
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and (p.name == "config.json" or p.name.endswith(_WEIGHT_SUFFIXES)))
-    for path in files:
-        digest.update(f"{path.name}|{path.stat().st_size}|".encode())
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 23), b""):
-                digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
+    return files_fingerprint(p for p in folder.iterdir()
+                             if p.is_file() and (p.name == "config.json" or p.name.endswith(_WEIGHT_SUFFIXES)))
 
 
 def _load_adapter(name: str, ref: str) -> Expert:

@@ -19,7 +19,7 @@ import torch
 
 from benchmark import cache, catalog
 from benchmark.apply import apply_deltas
-from benchmark.base_model import BaseModel, expected_fingerprint, prepare_base
+from benchmark.base_model import BaseModel, prepare_base
 from benchmark.contract import check_merge_result
 from benchmark.evaluation import evaluate_model, write_task_data
 from benchmark.experts import prepare_experts, skill_training_data
@@ -41,6 +41,8 @@ class Reporter:
 
     progress: Callable[[str], Progress] | None = None
     log: Callable[[str], None] = lambda message: None
+    # Called with each merged model's records once they are stored (the CLI's live table).
+    stored: Callable[[list[RunRecord]], None] = lambda records: None
 
 
 @dataclass
@@ -86,7 +88,7 @@ def check_stored_recipe(suite: Suite, store: Store) -> None:
     stored = store.stored_suite(suite.name)
     if stored is None:
         return
-    stored_spec, stored_base = stored
+    stored_spec = stored[0]
     advice = ("Results of different recipes must not share a suite name: use another --db, or give "
               "the changed suite another name.")
     try:
@@ -101,11 +103,22 @@ def check_stored_recipe(suite: Suite, store: Store) -> None:
         more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
         raise RecipeChangedError(f"suite {suite.name!r} in {store.url} was run with another recipe: "
                                  f"{shown}{more}. {advice}")
-    expected = expected_fingerprint(suite)
-    if expected is not None and stored_base != expected:
+
+
+def check_stored_base(suite: Suite, store: Store, fingerprint: str) -> None:
+    """Refuse to add cells made on another base than the one the stored cells of `suite` name.
+
+    Bases are named by the hash of their weights: the same recipe built with other library
+    releases or on another device kind gives other weights, and rows of two bases are not
+    comparable. Checked once the base is loaded (a released or cached base), before any cell.
+    """
+    stored = store.stored_suite(suite.name)
+    if stored is not None and stored[1] and stored[1] != fingerprint:
         raise RecipeChangedError(
-            f"suite {suite.name!r} in {store.url} was run on base {stored_base}, this machine builds "
-            f"{expected} (another device kind, micro build version or skill format gives other weights). {advice}")
+            f"suite {suite.name!r} in {store.url} was run on base {stored[1]}, this run has base {fingerprint} "
+            "(a base built here rather than the released one, or built on another device kind or with other "
+            "library versions, has other weights). Results of different bases must not share a suite name: "
+            "use another --db, or give the suite another name.")
 
 
 def run_grid(
@@ -116,11 +129,14 @@ def run_grid(
     seeds: list[int] | None = None,
     reporter: Reporter | None = None,
     evaluator: Callable[..., dict] = evaluate_model,
+    use_release: bool = True,
 ) -> GridSummary:
     """Run every (method, task, seed) cell not yet stored; return what was done.
 
     `evaluator` has `benchmark.evaluation.evaluate_model`'s signature; replacing it is for research
     scripts on machines without lm-eval (scripts/micro_sweep.py), not for leaderboard results.
+    `use_release=False` builds (or takes from the cache) instead of using the release: what the
+    release command does.
     """
     reporter = reporter or Reporter()
     methods = methods or catalog.method_names(suite.skill_names)
@@ -147,8 +163,10 @@ def run_grid(
         return summary
 
     start = time.perf_counter()
-    base = prepare_base(suite, reporter.progress("pretraining base") if reporter.progress else None)
+    base = prepare_base(suite, reporter.progress("pretraining base") if reporter.progress else None,
+                        log=reporter.log, use_release=use_release)
     reporter.log(f"base model ready in {time.perf_counter() - start:.1f} s ({base.fingerprint})")
+    check_stored_base(suite, store, base.fingerprint)
     data_key = cache.content_hash(suite.name, suite.data_seed, [s.model_dump() for s in suite.skills],
                                   suite.task_options)
     data_dir = cache.cache_dir("data", data_key)
@@ -163,7 +181,7 @@ def run_grid(
         grid_bar(0, n_models, float("nan"))
     for seed, cells in plan.items():
         start = time.perf_counter()
-        experts = prepare_experts(suite, base, seed, skill_data, reporter.progress)
+        experts = prepare_experts(suite, base, seed, skill_data, reporter.progress, reporter.log, use_release)
         reporter.log(f"experts for seed {seed} ready in {time.perf_counter() - start:.1f} s")
         for method, pending in cells:
             label = _label(method)
@@ -178,6 +196,7 @@ def run_grid(
                 records = [_failed_record(suite, method, task, seed, message, traceback.format_exc(), provenance)
                            for task in pending]
             store.save_runs(records)
+            reporter.stored(records)
             done_models += 1
             if grid_bar is not None:
                 grid_bar(done_models, n_models, float("nan"))

@@ -188,3 +188,18 @@ def fill_grid(url: str, suite: str = "micro", methods: tuple[MethodSpec, ...] = 
         correct={(r.method, r.task, r.seed): [bool(s.correct) for s in r.samples] for r in ok},
         merge_seconds={m: sum(v) / len(v) for m, v in merge.items()},
     )
+
+
+def write_reference_release(folder) -> None:
+    """A release folder whose manifest names only its reference results (`folder/reference.db`,
+    already filled): what the leaderboard reads when a user has no database of their own."""
+    import json
+    from pathlib import Path
+
+    from benchmark.hashing import sha256_file
+    from benchmark.release import FORMAT
+
+    folder = Path(folder)
+    manifest = {"format": FORMAT, "suite": "micro", "base": {"folder": "base", "recipe_hash": "none", "files": {}},
+                "experts": [], "reference": {"file": "reference.db", "sha256": sha256_file(folder / "reference.db")}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))

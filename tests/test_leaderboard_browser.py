@@ -9,6 +9,7 @@ the test fails and says how to install it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,11 +18,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from leaderboard_fixtures import METHODS, competition_rank, fill_grid
+from leaderboard_fixtures import METHODS, competition_rank, fill_grid, write_reference_release
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -50,8 +52,7 @@ def _wait_healthy(port: int, server: subprocess.Popen, timeout: float = 90) -> N
     raise AssertionError(f"the leaderboard did not answer on port {port} within {timeout} s")
 
 
-@pytest.mark.timeout(300)
-def test_overview_renders_in_chromium(tmp_path) -> None:
+def _require_chromium():
     if not CHROMIUM.is_file():
         pytest.fail("Debian's Chromium is missing at /usr/bin/chromium: "
                     "`apt-get update && apt-get install -y chromium` (.ci/run does this)")
@@ -59,7 +60,33 @@ def test_overview_renders_in_chromium(tmp_path) -> None:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
         pytest.fail("the playwright package is missing: pip install -e '.[test]'")
+    return expect, sync_playwright
 
+
+@contextlib.contextmanager
+def _leaderboard(*args: str, cwd: Path | None = None, env: dict | None = None) -> Iterator[int]:
+    """`soupbench leaderboard ARGS` on a free port, until the block ends; yields the port."""
+    command = shutil.which("soupbench")
+    argv = [command] if command else [sys.executable, "-c", "from benchmark.cli import app; app()"]
+    port = _free_port()
+    server = subprocess.Popen([*argv, "leaderboard", *args, "--port", str(port)], cwd=cwd,
+                              env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait_healthy(port, server)
+        yield port
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+@pytest.mark.timeout(300)
+def test_overview_renders_in_chromium(tmp_path) -> None:
+    expect, sync_playwright = _require_chromium()
     db = tmp_path / "results.db"
     grid = fill_grid(f"sqlite:///{db}")
     means = {m.name: grid.cell(m.name, "math_code")[0] for m in METHODS}
@@ -68,15 +95,8 @@ def test_overview_renders_in_chromium(tmp_path) -> None:
     assert competition_rank(means)[best] == 1
     score = f"{mean:.3f} ± {half:.3f} #1"
 
-    command = shutil.which("soupbench")
-    argv = [command] if command else [sys.executable, "-c", "from benchmark.cli import app; app()"]
-    port = _free_port()
-    server = subprocess.Popen([*argv, "leaderboard", "--db", str(db), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
     ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        _wait_healthy(port, server)
+    with _leaderboard("--db", str(db), "--no-reference") as port:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -101,10 +121,35 @@ def test_overview_renders_in_chromium(tmp_path) -> None:
             page.wait_for_timeout(500)  # let the chart finish its first paint
             page.screenshot(path=str(ARTIFACTS / "leaderboard-task.png"))
             browser.close()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+
+
+@pytest.mark.timeout(300)
+def test_with_no_database_of_ones_own_the_site_shows_the_release_reference(tmp_path) -> None:
+    """A fresh clone, nothing run yet: `soupbench leaderboard` opens the release's reference results."""
+    expect, sync_playwright = _require_chromium()
+    release = tmp_path / "release"
+    release.mkdir()
+    shown = tuple(m for m in METHODS if m.name != "lorahub")
+    grid = fill_grid(f"sqlite:///{release / 'reference.db'}", methods=shown)
+    write_reference_release(release)
+    means = {m.name: grid.cell(m.name, "math_code")[0] for m in shown}
+    best = max(means, key=means.get)
+    mean, half = grid.cell(best, "math_code")
+    ARTIFACTS.mkdir(exist_ok=True)
+    empty = tmp_path / "fresh-clone"
+    empty.mkdir()
+    env = {"SOUPBENCH_RELEASE": str(release), "SOUPBENCH_DB": ""}
+    with _leaderboard(cwd=empty, env=env) as port:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/")
+            table = page.locator("table.sb-board")
+            expect(table).to_be_visible(timeout=60_000)
+            for method in shown:
+                expect(table.get_by_role("link", name=method.name, exact=True)).to_be_in_viewport()
+            expect(table.get_by_role("link", name="lorahub", exact=True)).to_have_count(0)
+            expect(table.get_by_text(f"{mean:.3f} ± {half:.3f} #1", exact=True)).to_be_in_viewport()
+            page.screenshot(path=str(ARTIFACTS / "leaderboard-reference.png"))
+            browser.close()
+    assert not (empty / "soupbench.db").exists()  # nothing was created in the user's folder

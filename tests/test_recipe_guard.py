@@ -10,13 +10,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from benchmark.base_model import expected_fingerprint
 from benchmark.cli import app
-from benchmark.runner import RecipeChangedError, check_stored_recipe
+from benchmark.runner import RecipeChangedError, check_stored_base, check_stored_recipe
 from benchmark.storage import open_store
 from benchmark.suite import Suite
 from tests.conftest import TINY_SUITE
 from tests.test_storage import make_run
+
+
+STORED_BASE = "sha256:" + "ab" * 32
 
 
 def tiny(**changes) -> Suite:
@@ -28,7 +30,7 @@ def tiny(**changes) -> Suite:
 def store_with_tiny(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
     suite = tiny()
-    run = dataclasses.replace(make_run(suite="tiny"), base_fingerprint=expected_fingerprint(suite, "cpu"),
+    run = dataclasses.replace(make_run(suite="tiny"), base_fingerprint=STORED_BASE,
                               spec={"suite": suite.model_dump(mode="json"), "task": "math_code"})
     store.save_runs([run])
     yield store
@@ -65,10 +67,12 @@ def test_a_changed_recipe_is_refused_and_the_message_names_the_field(store_with_
     assert field in str(raised.value) and "another --db" in str(raised.value)
 
 
-def test_a_base_built_on_another_device_kind_is_refused(store_with_tiny, monkeypatch):
-    monkeypatch.setenv("SOUPBENCH_DEVICE", "cuda")
-    with pytest.raises(RecipeChangedError, match="another device kind"):
-        check_stored_recipe(tiny(), store_with_tiny)
+def test_cells_of_another_base_are_refused(store_with_tiny):
+    check_stored_base(tiny(), store_with_tiny, STORED_BASE)
+    other = "sha256:" + "cd" * 32
+    with pytest.raises(RecipeChangedError, match="was run on base sha256:abab.*this run has base sha256:cdcd"):
+        check_stored_base(tiny(), store_with_tiny, other)
+    check_stored_base(tiny(name="tiny-2"), store_with_tiny, other)  # another suite name: its own base
 
 
 def test_cli_refuses_an_edited_suite_and_stores_nothing(store_with_tiny, tmp_path):

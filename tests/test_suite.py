@@ -66,7 +66,6 @@ def test_corpus_mix_weights_and_unknown_kinds():
 
 
 def test_task_options_reach_the_builders_and_the_cache_keys(tmp_path):
-    from benchmark.base_model import BaseModel
     from benchmark.evaluation import write_task_data
     from benchmark.experts import expert_key, skill_training_data
 
@@ -80,7 +79,7 @@ def test_task_options_reach_the_builders_and_the_cache_keys(tmp_path):
         a, op, b = d["target"].removeprefix("print(").removesuffix(")").split()
         first = int(a) // int(b) if op == "/" else int(a)
         assert 100 <= first <= 1000 and (100 <= int(b) <= 999 or (op in "*/" and int(b) <= 99)), d
-    base = BaseModel(tmp_path, "fingerprint", None, None)
+    base = "sha256:0123"
     plain = load_suite(write(tmp_path, TINY_SUITE))
     with_options, without = skill_training_data(suite), skill_training_data(plain)
     assert with_options["math"] != without["math"] and with_options["code"] == without["code"]

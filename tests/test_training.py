@@ -38,3 +38,40 @@ def test_lora_training_learns_in_both_precisions(precision):
     trained = train_lora(copy.deepcopy(base), examples, tokenizer, recipe, seed=0)
     after = completion_loss(trained, tokenizer, examples)
     assert after < 0.25 * before, (precision, before, after)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path):
+    """Stopped after a checkpoint and resumed, the loop ends on exactly the weights of a run that
+    never stopped (same batches, optimiser state and schedule), and without the checkpoint it
+    would not (the interrupted run's weights differ)."""
+    from benchmark.training import Checkpoint, packed_batches, train_loop
+
+    stream = torch.randint(0, 64, (4_000,), generator=torch.Generator().manual_seed(0))
+
+    def fresh_model():
+        torch.manual_seed(0)
+        return tiny_llama()
+
+    def run(model, checkpoint=None, stop_at=None):
+        def progress(step, total, loss):
+            if step == stop_at:
+                raise _Interrupted
+        return train_loop(model, list(model.parameters()), packed_batches(stream, 16, 4, 1), 12, 1e-2,
+                          warmup_steps=2, progress=progress, checkpoint=checkpoint)
+
+    straight = fresh_model()
+    run(straight)
+    checkpoint = Checkpoint(tmp_path / "ckpt" / "state.pt", every=4)
+    interrupted = fresh_model()
+    with pytest.raises(_Interrupted):
+        run(interrupted, checkpoint, stop_at=10)  # saved at steps 4 and 8, stopped in step 10
+    assert torch.load(checkpoint.path, weights_only=False)["step"] == 8
+    assert any(not torch.equal(a, b) for a, b in zip(interrupted.state_dict().values(), straight.state_dict().values()))
+    resumed = fresh_model()
+    run(resumed, checkpoint)
+    for (name, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 
+from benchmark import hashing
 from benchmark.micro import world
 
 PHRASE = {"add": "{a} plus {b}", "sub": "{a} minus {b}", "mul": "{a} times {b}", "div": "{a} divided by {b}"}
@@ -70,3 +71,9 @@ def documents(n: int, seed: int, mix: dict[str, float] | None = None) -> Iterato
     weights = [(mix or {}).get(kind, weight) for kind, (_, weight) in DOCUMENT_KINDS.items()]
     for _ in range(n):
         yield rng.choices(makers, weights)[0](rng)
+
+
+def digest(n: int, seed: int, mix: dict[str, float] | None = None) -> str:
+    """A digest of the corpus itself: part of the base's recipe hash, so a change of any document
+    maker gives another hash without anyone remembering to bump a version (a few seconds)."""
+    return hashing.text_digest(documents(n, seed, mix))

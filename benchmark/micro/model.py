@@ -17,7 +17,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from benchmark.micro import corpus
 from benchmark.micro.tokenizer import train_tokenizer
 from benchmark.suite import MicroBase
-from benchmark.training import packed_batches, train_loop
+from benchmark.training import Checkpoint, packed_batches, train_loop
 
 # Bump when the corpus or the build changes in a way the recipe's fields do not capture.
 BUILD_VERSION = 2
@@ -46,8 +46,9 @@ def build_micro_base(
     format_samples: list[str],
     progress: Callable[[int, int, float], None] | None = None,
     device: str = "cpu",
+    checkpoint: Checkpoint | None = None,
 ) -> None:
-    """Pretrain the micro base into `out_dir`.
+    """Pretrain the micro base into `out_dir` (resuming from `checkpoint` when one was saved).
 
     `format_samples` are a few rendered task prompts, used only to train the tokenizer so that
     the labels of the formats are whole tokens; they never enter the pretraining corpus.
@@ -68,7 +69,7 @@ def build_micro_base(
     prepared = time.perf_counter()
     final_loss = train_loop(model, list(model.parameters()), batches, spec.steps, spec.lr,
                             spec.warmup_steps, weight_decay=0.01, progress=progress,
-                            precision=spec.precision)
+                            precision=spec.precision, checkpoint=checkpoint)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,136 @@
+"""A release end to end on the tiny suite: built by `build_release`, used by `soupbench run` with an
+empty cache (no pretraining, no expert training, the reference scores reproduced), refused when a
+byte changes, bypassed by another recipe, rebuilt bit for bit, shown by the leaderboard."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from benchmark.base_model import base_recipe_hash
+from benchmark.cli import app
+from benchmark.experts import expert_key, skill_training_data
+from benchmark.hashing import sha256_file
+from benchmark.release import ReleaseIntegrityError, load_release
+from benchmark.release_build import build_release, check_rebuild
+from benchmark.suite import Suite
+from tests.conftest import TINY_SUITE
+
+runner = CliRunner()
+METHODS = ["base", "expert-math", "task_arithmetic"]
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("release")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOUPBENCH_CACHE", str(root / "build-cache"))
+        patch.setenv("SOUPBENCH_DEVICE", "cpu")
+        build_release(Suite.model_validate(TINY_SUITE), root / "release", methods=METHODS)
+    return root / "release"
+
+
+@pytest.fixture
+def fresh(tmp_path, monkeypatch, released):
+    """An empty cache and the tiny release in place, as a new user has them."""
+    monkeypatch.setenv("SOUPBENCH_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("SOUPBENCH_RELEASE", str(released))
+    monkeypatch.setenv("SOUPBENCH_DEVICE", "cpu")
+    return tmp_path
+
+
+def rows(db: Path, query: str) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(query).fetchall()
+
+
+def test_manifest_names_every_file_and_the_recipe_hashes_it_was_built_from(released):
+    manifest = json.loads((released / "manifest.json").read_text())
+    suite = Suite.model_validate(TINY_SUITE)
+    assert manifest["base"]["recipe_hash"] == base_recipe_hash(suite)
+    data = skill_training_data(suite)
+    assert sorted((e["skill"], e["seed"]) for e in manifest["experts"]) == [
+        (skill, seed) for skill in ("code", "math") for seed in (0, 1)]
+    for entry in manifest["experts"]:
+        assert entry["recipe_hash"] == expert_key(suite, manifest["base"]["fingerprint"], entry["skill"],
+                                                  entry["seed"], data[entry["skill"]])
+    named = dict(manifest["base"]["files"])
+    for entry in manifest["experts"]:
+        named.update(entry["files"])
+    named[manifest["reference"]["file"]] = manifest["reference"]["sha256"]
+    on_disk = {p.relative_to(released).as_posix() for p in released.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(named) == on_disk
+    assert all(sha256_file(released / name) == digest for name, digest in named.items())
+    assert "model.safetensors" in {Path(n).name for n in manifest["base"]["files"]}
+    assert manifest["provenance"]["packages"]["torch"] and manifest["base"]["build_log"]["steps"] == "20"
+    cells = rows(released / "reference.db", "select method, task, seed, status, base_fingerprint from runs")
+    assert sorted(c[:4] for c in cells) == sorted(
+        (m, t, s, "ok") for m in METHODS for t in TINY_SUITE["tasks"] for s in (0, 1))
+    assert {c[4] for c in cells} == {manifest["base"]["fingerprint"]}
+
+
+def test_a_run_on_the_release_trains_nothing_and_reproduces_the_reference(fresh, tiny_suite_file, released):
+    db = fresh / "mine.db"
+    result = runner.invoke(app, ["run", "--suite", str(tiny_suite_file), "--method", "task_arithmetic",
+                                 "--seeds", "2", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "base from the release" in said and "expert math (seed 1) from the release" in said
+    cache = fresh / "empty-cache"
+    assert not (cache / "base").exists() and not (cache / "experts").exists()  # nothing was trained
+    manifest = json.loads((released / "manifest.json").read_text())
+    query = ("select r.task, r.seed, r.base_fingerprint, r.expert_fingerprints, s.value from runs r "
+             "join scores s on s.run_id = r.id where r.method = 'task_arithmetic' order by r.task, r.seed, s.metric")
+    mine, reference = rows(db, query), rows(released / "reference.db", query)
+    assert mine == reference  # the same weights give the same scores, metric by metric
+    assert {row[2] for row in mine} == {manifest["base"]["fingerprint"]}
+    assert json.loads(mine[0][3]) == {e["skill"]: e["fingerprint"] for e in manifest["experts"]
+                                      if e["seed"] == mine[0][1]}
+
+
+def test_a_changed_byte_in_any_released_file_is_refused_and_nothing_is_stored(fresh, tiny_suite_file, released,
+                                                                                monkeypatch):
+    copy = fresh / "release-copy"
+    shutil.copytree(released, copy)
+    target = copy / "experts" / "seed-1" / "code" / "adapter_model.safetensors"  # not even the seed we run
+    before = sha256_file(target)
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0x01
+    target.write_bytes(bytes(data))
+    monkeypatch.setenv("SOUPBENCH_RELEASE", str(copy))
+    db = fresh / "mine.db"
+    result = runner.invoke(app, ["run", "--suite", str(tiny_suite_file), "--method", "base", "--db", str(db)])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert str(target) in message and before in message and sha256_file(target) in message
+    assert "soupbench release micro" in message
+    assert rows(db, "select count(*) from runs") == [(0,)]
+    assert not (fresh / "empty-cache" / "base").exists()  # nor was anything built instead
+
+
+def test_a_suite_with_another_recipe_builds_its_own_base_after_saying_so(fresh, tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**TINY_SUITE, "base": {**TINY_SUITE["base"], "steps": 19}}))
+    result = runner.invoke(app, ["run", "--suite", str(other), "--method", "base", "--task", "math",
+                                 "--db", str(tmp_path / "other.db")])
+    assert result.exit_code == 0, result.output
+    assert "no released base for this recipe" in result.output and "pretraining it here" in result.output
+    assert any((fresh / "empty-cache" / "base").iterdir())
+
+
+def test_a_rebuild_in_an_empty_cache_reproduces_the_release_bit_for_bit(fresh, released):
+    rows_ = check_rebuild(Suite.model_validate(TINY_SUITE), load_release(released), "all")
+    assert [name for name, *_ in rows_] == ["base"] + [f"expert {s} seed {n}" for n in (0, 1) for s in ("math", "code")]
+    assert all(same for *_, same in rows_), rows_
+
+
+def test_a_release_manifest_that_is_not_json_is_a_clear_error(tmp_path):
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ReleaseIntegrityError, match="not valid JSON"):
+        load_release(tmp_path)
