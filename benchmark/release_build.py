@@ -11,18 +11,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmark import catalog
+from benchmark import cache, catalog
 from benchmark.adapters import CONFIG_NAME, SAFETENSORS_NAME
 from benchmark.base_model import BASE_FILES, base_recipe_hash, default_device, prepare_base
-from benchmark.hashing import sha256_file
 from benchmark.experts import expert_key, prepare_experts, skill_training_data
-from benchmark.release import FORMAT, MANIFEST, REFERENCE_DB, Release, file_hashes, load_release
+from benchmark.hashing import sha256_file
+from benchmark.release import FORMAT, MANIFEST, REFERENCE_DB, Release, file_hashes
 from benchmark.runner import Reporter, run_grid
 from benchmark.storage import collect_provenance, open_store
 from benchmark.suite import MicroBase, Suite
@@ -35,14 +35,18 @@ def build_release(suite: Suite, out: Path, reporter: Reporter | None = None,
     """Build `suite`'s release into `out` (replaced only once everything is built); return the manifest.
 
     Base and experts come from the cache when this machine built them before (the cache is keyed
-    by the same recipe hashes); the reference grid always runs anew into a new database.
+    by the same recipe hashes); the reference grid runs into the staging folder's database, so a
+    second attempt after an interruption computes only the cells still missing.
     """
     if not isinstance(suite.base, MicroBase):
         raise ValueError(f"suite {suite.name!r}: only a micro base (built from code) can be released")
     reporter = reporter or Reporter()
     device = default_device()
-    staging = out.parent / f".{out.name}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
+    # Kept across attempts: an interrupted release resumes (the base from its checkpoint, experts
+    # from the cache, the reference grid from the cells its database already holds).
+    staging = cache.cache_root() / "release-staging" / cache.content_hash(str(out.resolve()))
+    shutil.rmtree(staging / "base", ignore_errors=True)
+    shutil.rmtree(staging / "experts", ignore_errors=True)
     (staging / "experts").mkdir(parents=True)
 
     start = time.perf_counter()
@@ -78,6 +82,7 @@ def build_release(suite: Suite, out: Path, reporter: Reporter | None = None,
     if summary.failed:
         raise RuntimeError(f"the reference grid had failed cells, nothing released: {summary.failed}")
     grid_seconds = time.perf_counter() - start
+    _seal(staging / REFERENCE_DB)
 
     manifest = {
         "format": FORMAT,
@@ -90,13 +95,34 @@ def build_release(suite: Suite, out: Path, reporter: Reporter | None = None,
         "expert_seconds_this_run": expert_seconds,
         "reference": {"file": REFERENCE_DB, "sha256": sha256_file(staging / REFERENCE_DB),
                       "methods": methods or catalog.method_names(suite.skill_names), "tasks": list(suite.tasks),
-                      "seeds": list(suite.seeds), "cells": summary.computed, "seconds": round(grid_seconds, 1)},
+                      "seeds": list(suite.seeds), "cells": _count_cells(staging / REFERENCE_DB),
+                      "seconds_this_run": round(grid_seconds, 1)},
         "provenance": collect_provenance(),
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    # Staged in the cache (it outlives a work tree laid anew), then swapped in whole.
+    incoming = out.parent / f".{out.name}.incoming"
+    shutil.rmtree(incoming, ignore_errors=True)
+    shutil.copytree(staging, incoming)
     shutil.rmtree(out, ignore_errors=True)
-    os.replace(staging, out)
+    os.replace(incoming, out)
+    shutil.rmtree(staging)
     return manifest
+
+
+def _seal(db: Path) -> None:
+    """One self-contained file: out of WAL mode (a read-only reader of a WAL database needs to
+    write its -shm file beside it, which a read-only checkout may not allow) and vacuumed."""
+    with sqlite3.connect(db) as connection:
+        connection.execute("pragma journal_mode = delete")
+    connection = sqlite3.connect(db)
+    connection.execute("vacuum")
+    connection.close()
+
+
+def _count_cells(db: Path) -> int:
+    with sqlite3.connect(db) as connection:
+        return connection.execute("select count(*) from runs where status = 'ok'").fetchone()[0]
 
 
 def _build_log(folder: Path) -> dict[str, str]:
@@ -107,22 +133,22 @@ def _build_log(folder: Path) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in log.read_text().splitlines() if ": " in line)
 
 
-def check_rebuild(suite: Suite, release: Release, what: str, reporter: Reporter | None = None,
-                  log: Callable[[str], None] = print) -> list[tuple[str, str, str, bool]]:
+def check_rebuild(suite: Suite, release: Release, what: str,
+                  reporter: Reporter | None = None) -> list[tuple[str, str, str, bool]]:
     """Rebuild `what` ("experts": on the released base; "all": the base too) in an empty cache and
     compare with the release; rows of (artifact, released fingerprint, rebuilt fingerprint, same).
 
     Run under a temporary SOUPBENCH_CACHE (the CLI does this), so nothing cached is reused.
     """
     reporter = reporter or Reporter()
+    if base_recipe_hash(suite) != release.base["recipe_hash"]:
+        raise ValueError(f"suite {suite.name!r} has base recipe {base_recipe_hash(suite)}, the release was built "
+                         f"from {release.base['recipe_hash']}: there is nothing to compare")
     if what == "all":
         base = prepare_base(suite, reporter.progress("pretraining base") if reporter.progress else None,
                             log=reporter.log, use_release=False)
     else:
         base = prepare_base(suite, log=reporter.log, use_release=True)
-    if base_recipe_hash(suite) != release.base["recipe_hash"]:
-        raise ValueError(f"suite {suite.name!r} has base recipe {base_recipe_hash(suite)}, the release was built "
-                         f"from {release.base['recipe_hash']}: there is nothing to compare")
     rows = [("base", release.base["fingerprint"], base.fingerprint, release.base["fingerprint"] == base.fingerprint)]
     data = skill_training_data(suite)
     for seed in suite.seeds:
@@ -133,5 +159,3 @@ def check_rebuild(suite: Suite, release: Release, what: str, reporter: Reporter 
             rows.append((f"expert {expert.name} seed {seed}", shipped, expert.fingerprint, shipped == expert.fingerprint))
     return rows
 
-
-__all__ = ["build_release", "check_rebuild", "load_release"]

@@ -134,3 +134,24 @@ def test_a_release_manifest_that_is_not_json_is_a_clear_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ReleaseIntegrityError, match="not valid JSON"):
         load_release(tmp_path)
+
+
+def test_the_release_command_reports_a_rebuild_artifact_by_artifact(fresh, tiny_suite_file, released):
+    result = runner.invoke(app, ["release", str(tiny_suite_file), "--out", str(released), "--check", "experts"])
+    assert result.exit_code == 0, result.output
+    assert "5 of 5 artifacts reproduced bit for bit on this machine" in " ".join(result.output.split())
+    assert not (fresh / "empty-cache" / "experts").exists()  # rebuilt in a scratch cache, not the user's
+
+
+def test_the_release_command_builds_a_release_that_a_run_then_uses(fresh, tiny_suite_file, tmp_path, monkeypatch):
+    out = tmp_path / "built"
+    monkeypatch.setenv("SOUPBENCH_CACHE", str(tmp_path / "release-cache"))
+    small = tmp_path / "small.yaml"
+    small.write_text(yaml.safe_dump({**TINY_SUITE, "seeds": [0], "tasks": ["math"]}))
+    result = runner.invoke(app, ["release", str(small), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(e["skill"], e["seed"]) for e in manifest["experts"]] == [("math", 0), ("code", 0)]
+    assert manifest["reference"]["cells"] == len(rows(out / "reference.db", "select id from runs")) > 0
+    staged = tmp_path / "release-cache" / "release-staging"
+    assert not (tmp_path / ".built.incoming").exists() and not any(staged.glob("*"))
