@@ -35,6 +35,12 @@ class PeakMemory:
         self._thread.start()
         return self
 
+    def so_far_mb(self) -> float:
+        """The peak up to now, while the context is still open."""
+        if torch.cuda.is_available():
+            return torch.cuda.max_memory_allocated() / 2**20
+        return max(self.peak_mb, self._process.memory_info().rss / 2**20)
+
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()

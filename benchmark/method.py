@@ -85,6 +85,9 @@ class MergeMethod(abc.ABC):
     family: ClassVar[str] = "other"
     consumes: ClassVar[Consumes] = Consumes.NOTHING
     Params: ClassVar[type[MethodParams]] = MethodParams
+    # True for a method whose merge trains (minutes): its result is kept by content and reused by
+    # later runs with the same inputs, with the cost it had when computed (benchmark.merge_cache).
+    cache_result: ClassVar[bool] = False
 
     def __init__(self, params: MethodParams | None = None, **overrides: Any) -> None:
         if params is None:

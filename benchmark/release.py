@@ -13,22 +13,28 @@ Layout (`benchmark/micro/release/`, or `SOUPBENCH_RELEASE`):
     manifest.json
     base/            config, safetensors weights, tokenizer files
     experts/seed-<n>/<skill>/   PEFT adapter folders
-    reference.db     every built-in method on every task and seed of the suite (SQLite)
+    merges/seed-<n>/<method>/   results of the methods that train (data_mix, cat), with their cost
+    reference.db.gz  every built-in method on every task and seed of the suite (SQLite, gzipped:
+                     unpacked into the cache on first use)
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from benchmark import cache
 from benchmark.hashing import sha256_file
 
 MANIFEST = "manifest.json"
 REFERENCE_DB = "reference.db"
+REFERENCE_GZ = "reference.db.gz"
 FORMAT = 1
 DEFAULT_DIR = Path(__file__).resolve().parent / "micro" / "release"
 RELEASE_COMMAND = "soupbench release micro"
@@ -76,8 +82,8 @@ class Release:
     def verify_all(self) -> None:
         """Every file the manifest names: the base, every expert and the reference results."""
         files = dict(self.base["files"])
-        for expert in self.manifest["experts"]:
-            files.update(expert["files"])
+        for entry in self.manifest["experts"] + self.manifest.get("merges", []):
+            files.update(entry["files"])
         if "reference" in self.manifest:
             files[self.manifest["reference"]["file"]] = self.manifest["reference"]["sha256"]
         self.verify(files)
@@ -128,6 +134,16 @@ def released_expert(key: str) -> Path | None:
     return release.root / entry["folder"]
 
 
+def released_merge(key: str) -> Path | None:
+    """The released result of a trained method (benchmark.merge_cache) for `key`, checked; else None."""
+    release = load_release()
+    entry = next((m for m in release.manifest.get("merges", []) if m["recipe_hash"] == key), None) if release else None
+    if entry is None:
+        return None
+    release.verify(entry["files"])
+    return release.root / entry["folder"]
+
+
 def reference_db_url(root: Path | None = None) -> str | None:
     """The SQLite URL of the release's reference results, checked; None without a release (open it with
     `benchmark.results.open_readonly`, which never writes)."""
@@ -136,7 +152,16 @@ def reference_db_url(root: Path | None = None) -> str | None:
         return None
     reference = release.manifest["reference"]
     release.verify({reference["file"]: reference["sha256"]})
-    return f"sqlite:///{(release.root / reference['file']).resolve()}"
+    shipped = release.root / reference["file"]
+    if shipped.suffix != ".gz":
+        return f"sqlite:///{shipped.resolve()}"
+    folder = cache.cache_dir("reference", reference["sha256"][:16])
+    if not cache.is_complete(folder):  # unpacked once, next to the other built things
+        folder.mkdir(parents=True, exist_ok=True)
+        with gzip.open(shipped, "rb") as source, (folder / REFERENCE_DB).open("wb") as sink:
+            shutil.copyfileobj(source, sink)
+        cache.mark_complete(folder)
+    return f"sqlite:///{(folder / REFERENCE_DB).resolve()}"
 
 
 def file_hashes(root: Path, folder: Path) -> dict[str, str]:

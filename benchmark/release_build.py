@@ -8,6 +8,7 @@ have built on this machine with the pinned packages.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from benchmark.adapters import CONFIG_NAME, SAFETENSORS_NAME
 from benchmark.base_model import BASE_FILES, base_recipe_hash, default_device, prepare_base
 from benchmark.experts import expert_key, prepare_experts, skill_training_data
 from benchmark.hashing import sha256_file
-from benchmark.release import FORMAT, MANIFEST, REFERENCE_DB, Release, file_hashes
+from benchmark.release import FORMAT, MANIFEST, REFERENCE_DB, REFERENCE_GZ, Release, file_hashes
 from benchmark.runner import Reporter, run_grid
 from benchmark.storage import collect_provenance, open_store
 from benchmark.suite import MicroBase, Suite
@@ -47,6 +48,7 @@ def build_release(suite: Suite, out: Path, reporter: Reporter | None = None,
     staging = cache.cache_root() / "release-staging" / cache.content_hash(str(out.resolve()))
     shutil.rmtree(staging / "base", ignore_errors=True)
     shutil.rmtree(staging / "experts", ignore_errors=True)
+    shutil.rmtree(staging / "merges", ignore_errors=True)
     (staging / "experts").mkdir(parents=True)
 
     start = time.perf_counter()
@@ -83,6 +85,8 @@ def build_release(suite: Suite, out: Path, reporter: Reporter | None = None,
         raise RuntimeError(f"the reference grid had failed cells, nothing released: {summary.failed}")
     grid_seconds = time.perf_counter() - start
     _seal(staging / REFERENCE_DB)
+    merges = _ship_merges(staging)
+    _compress(staging / REFERENCE_DB, staging / REFERENCE_GZ)
 
     manifest = {
         "format": FORMAT,
@@ -93,7 +97,8 @@ def build_release(suite: Suite, out: Path, reporter: Reporter | None = None,
                  "seconds_this_run": round(base_seconds, 1), "build_log": _build_log(base.path)},
         "experts": experts,
         "expert_seconds_this_run": expert_seconds,
-        "reference": {"file": REFERENCE_DB, "sha256": sha256_file(staging / REFERENCE_DB),
+        "merges": merges,
+        "reference": {"file": REFERENCE_GZ, "sha256": sha256_file(staging / REFERENCE_GZ),
                       "methods": methods or catalog.method_names(suite.skill_names), "tasks": list(suite.tasks),
                       "seeds": list(suite.seeds), "cells": _count_cells(staging / REFERENCE_DB),
                       "seconds_this_run": round(grid_seconds, 1)},
@@ -103,11 +108,35 @@ def build_release(suite: Suite, out: Path, reporter: Reporter | None = None,
     # Staged in the cache (it outlives a work tree laid anew), then swapped in whole.
     incoming = out.parent / f".{out.name}.incoming"
     shutil.rmtree(incoming, ignore_errors=True)
-    shutil.copytree(staging, incoming)
+    shutil.copytree(staging, incoming, ignore=shutil.ignore_patterns(REFERENCE_DB))  # shipped gzipped
     shutil.rmtree(out, ignore_errors=True)
     os.replace(incoming, out)
     shutil.rmtree(staging)
     return manifest
+
+
+def _ship_merges(staging: Path) -> list[dict[str, Any]]:
+    """Copy the cached results of the methods that train (one per method and seed, named by the
+    reference runs' provenance) into the release, so a user's grid reuses them."""
+    with sqlite3.connect(staging / REFERENCE_DB) as connection:
+        rows = connection.execute("select distinct method, seed, json_extract(provenance, '$.merge_result.key') "
+                                  "from runs where status = 'ok' and json_extract(provenance, '$.merge_result.key') "
+                                  "is not null order by method, seed").fetchall()
+    shipped = []
+    for method, seed, key in rows:
+        folder = staging / "merges" / f"seed-{seed}" / method
+        shutil.copytree(cache.cache_dir("merges", key), folder, ignore=shutil.ignore_patterns(".complete"))
+        (folder / ".complete").write_text("")
+        shipped.append({"method": method, "seed": seed, "recipe_hash": key,
+                        "folder": folder.relative_to(staging).as_posix(), "files": file_hashes(staging, folder)})
+    return shipped
+
+
+def _compress(db: Path, target: Path) -> None:
+    """gzip the reference database: per-sample prompts and outputs compress about fivefold, and the
+    release has to fit in the repository (benchmark.release unpacks it into the cache on first use)."""
+    with db.open("rb") as source, gzip.GzipFile(target, "wb", mtime=0) as sink:
+        shutil.copyfileobj(source, sink)
 
 
 def _seal(db: Path) -> None:

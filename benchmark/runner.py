@@ -9,6 +9,7 @@ the next run) and the grid goes on.
 
 from __future__ import annotations
 
+import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmark import cache, catalog
+from benchmark import cache, catalog, merge_cache, release
 from benchmark.apply import apply_deltas
 from benchmark.base_model import BaseModel, prepare_base
 from benchmark.contract import check_merge_result
@@ -188,7 +189,7 @@ def run_grid(
             reporter.log(f"{label} (seed {seed}): merging, then evaluating {', '.join(pending)}")
             try:
                 records = _run_cell(suite, base, experts, method, pending, seed, skill_data, data_dir, provenance,
-                                    reporter, evaluator)
+                                    reporter, evaluator, use_release)
             except Exception as err:  # a broken method must not stop the grid
                 message = f"{type(err).__name__}: {err}"
                 reporter.log(f"[red]{label} failed[/red] (seed {seed}): {message}")
@@ -232,7 +233,7 @@ def _eval_size(suite: Suite, task: str) -> int:
 
 def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pending: list[str], seed: int,
               skill_data: dict, data_dir: Path, provenance: dict, reporter: Reporter,
-              evaluator: Callable[..., dict]) -> list[RunRecord]:
+              evaluator: Callable[..., dict], use_release: bool = True) -> list[RunRecord]:
     wants_data = method.consumes in (Consumes.SKILL_SAMPLE, Consumes.SKILL_DATA)
     wants_target = method.consumes is Consumes.TARGET_EXAMPLES
     context = MergeContext(
@@ -248,15 +249,27 @@ def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pendi
         report=reporter.log,
     )
     torch.manual_seed(seed)
+    cached_cost = None
     with PeakMemory() as memory:
         start = time.perf_counter()
-        result = check_merge_result(method, method.merge(experts, context), base.model)
+        if method.cache_result:
+            result, cached_cost = _cached_merge(suite, base, experts, method, context, seed, memory, start,
+                                                use_release)
+        else:
+            result = method.merge(experts, context)
+        result = check_merge_result(method, result, base.model)
         model = base.fresh()
         stats = apply_deltas(model, result)
         merge_seconds = time.perf_counter() - start
         start = time.perf_counter()
         outcomes = evaluator(model, base.tokenizer, pending, data_dir, suite.eval)
         eval_seconds = time.perf_counter() - start
+    peak_mb = memory.peak_mb
+    if cached_cost is not None:
+        provenance = {**provenance, "merge_result": cached_cost}
+        if cached_cost["reused"]:  # the method's cost is what computing it cost, plus reading it
+            merge_seconds += cached_cost["merge_seconds"]
+            peak_mb = max(peak_mb, cached_cost["peak_memory_mb"])
     spec = {
         "suite": suite.model_dump(mode="json"),
         "method": _label(method),
@@ -271,13 +284,33 @@ def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pendi
             suite=suite.name, method=_label(method), method_params=_params(method), task=task, seed=seed,
             scores=outcomes[task].scores, samples=outcomes[task].samples,
             merge_seconds=merge_seconds, eval_seconds=eval_seconds / len(pending),
-            peak_memory_mb=memory.peak_mb, output_rank=result.output_rank or stats.get("max_output_rank"),
+            peak_memory_mb=peak_mb, output_rank=result.output_rank or stats.get("max_output_rank"),
             consumes=method.consumes.value, n_target_examples=info.get("n_target_examples"),
             base_fingerprint=base.fingerprint, expert_fingerprints={e.name: e.fingerprint for e in experts},
             provenance={**provenance, "method_info": info}, spec={**spec, "task": task},
         )
         for task in pending
     ]
+
+
+def _cached_merge(suite: Suite, base: BaseModel, experts, method: MergeMethod, context: MergeContext, seed: int,
+                  memory: PeakMemory, start: float, use_release: bool = True):
+    """A trained method's result from the release or the cache (with the cost it had), or
+    computed now and cached; returns (result, {key, reused, cost when computed})."""
+    consumed = {"skill_data": context.skill_data, "target_task": context.target_task,
+                "target_examples": context.target_examples}
+    key = merge_cache.merge_key(method, seed, base.fingerprint, [e.fingerprint for e in experts], consumed,
+                                suite.expert.model_dump(mode="json"))
+    folder = (release.released_merge(key) if use_release else None) or cache.cache_dir("merges", key)
+    if cache.is_complete(folder):
+        result, cost = merge_cache.load(folder)
+        context.report(f"{_label(method)} (seed {seed}): its trained result comes from {folder} "
+                       f"(computed in {cost['merge_seconds']:.1f} s on {cost['hostname']})")
+        return result, {**cost, "key": key, "reused": True}
+    result = method.merge(experts, context)
+    cost = {"merge_seconds": round(time.perf_counter() - start, 3), "peak_memory_mb": round(memory.so_far_mb(), 1),
+            "hostname": socket.gethostname(), "device": str(base.model.device)}
+    return merge_cache.save(folder, result, cost), {**cost, "key": key, "reused": False}
 
 
 def _failed_record(suite: Suite, method: MergeMethod, task: str, seed: int, message: str, trace: str,

@@ -56,6 +56,7 @@ class Cat(MergeMethod):
     paper = "https://arxiv.org/abs/2410.13025"
     family = "concatenation"
     consumes = Consumes.SKILL_SAMPLE
+    cache_result = True  # it trains: computed once per (base, experts, data, params, code, seed)
 
     def merge(self, experts: list[Expert], context: MergeContext) -> MergeResult:
         if self.params.normalize not in ("softmax", "none"):

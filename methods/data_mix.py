@@ -24,6 +24,7 @@ class DataMix(MergeMethod):
     paper = "https://arxiv.org/abs/2410.13025"
     family = "data"
     consumes = Consumes.SKILL_DATA
+    cache_result = True  # it trains: computed once per (base, experts, data, params, code, seed)
 
     def merge(self, experts: list[Expert], context: MergeContext) -> MergeResult:
         if context.load_base is None or context.trainer is None or not context.skill_data:

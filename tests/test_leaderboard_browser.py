@@ -84,6 +84,18 @@ def _leaderboard(*args: str, cwd: Path | None = None, env: dict | None = None) -
             server.wait()
 
 
+def _open_overview(playwright, expect, port: int, methods: list[str]):
+    """Chromium on the overview, once its table shows every one of `methods` as a link."""
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.goto(f"http://127.0.0.1:{port}/")
+    table = page.locator("table.sb-board")
+    expect(table).to_be_visible(timeout=60_000)
+    for method in methods:
+        expect(table.get_by_role("link", name=method, exact=True)).to_be_in_viewport()
+    return browser, page, table
+
+
 @pytest.mark.timeout(300)
 def test_overview_renders_in_chromium(tmp_path) -> None:
     expect, sync_playwright = _require_chromium()
@@ -98,13 +110,7 @@ def test_overview_renders_in_chromium(tmp_path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     with _leaderboard("--db", str(db), "--no-reference") as port:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/")
-            table = page.locator("table.sb-board")
-            expect(table).to_be_visible(timeout=60_000)
-            for method in METHODS:
-                expect(table.get_by_role("link", name=method.name, exact=True)).to_be_in_viewport()
+            browser, page, table = _open_overview(playwright, expect, port, [m.name for m in METHODS])
             expect(table.get_by_text(score, exact=True)).to_be_in_viewport()
             expect(page.get_by_role("heading", name="SoupBench leaderboard")).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "leaderboard-overview.png"))
@@ -141,13 +147,7 @@ def test_with_no_database_of_ones_own_the_site_shows_the_release_reference(tmp_p
     env = {"SOUPBENCH_RELEASE": str(release), "SOUPBENCH_DB": ""}
     with _leaderboard(cwd=empty, env=env) as port:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/")
-            table = page.locator("table.sb-board")
-            expect(table).to_be_visible(timeout=60_000)
-            for method in shown:
-                expect(table.get_by_role("link", name=method.name, exact=True)).to_be_in_viewport()
+            browser, page, table = _open_overview(playwright, expect, port, [m.name for m in shown])
             expect(table.get_by_role("link", name="lorahub", exact=True)).to_have_count(0)
             expect(table.get_by_text(f"{mean:.3f} ± {half:.3f} #1", exact=True)).to_be_in_viewport()
             page.screenshot(path=str(ARTIFACTS / "leaderboard-reference.png"))

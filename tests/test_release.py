@@ -17,13 +17,13 @@ from benchmark.base_model import base_recipe_hash
 from benchmark.cli import app
 from benchmark.experts import expert_key, skill_training_data
 from benchmark.hashing import sha256_file
-from benchmark.release import ReleaseIntegrityError, load_release
+from benchmark.release import ReleaseIntegrityError, load_release, reference_db_url
 from benchmark.release_build import build_release, check_rebuild
 from benchmark.suite import Suite
 from tests.conftest import TINY_SUITE
 
 runner = CliRunner()
-METHODS = ["base", "expert-math", "task_arithmetic"]
+METHODS = ["base", "expert-math", "task_arithmetic", "cat"]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,13 @@ def fresh(tmp_path, monkeypatch, released):
     return tmp_path
 
 
+def reference_db(release: Path) -> Path:
+    """The release's reference results, unpacked (what the leaderboard reads)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOUPBENCH_RELEASE", str(release))
+        return Path(reference_db_url().removeprefix("sqlite:///"))
+
+
 def rows(db: Path, query: str) -> list[tuple]:
     with sqlite3.connect(db) as conn:
         return conn.execute(query).fetchall()
@@ -61,15 +68,16 @@ def test_manifest_names_every_file_and_the_recipe_hashes_it_was_built_from(relea
         assert entry["recipe_hash"] == expert_key(suite, manifest["base"]["fingerprint"], entry["skill"],
                                                   entry["seed"], data[entry["skill"]])
     named = dict(manifest["base"]["files"])
-    for entry in manifest["experts"]:
+    for entry in manifest["experts"] + manifest["merges"]:
         named.update(entry["files"])
+    assert sorted((m["method"], m["seed"]) for m in manifest["merges"]) == [("cat", 0), ("cat", 1)]
     named[manifest["reference"]["file"]] = manifest["reference"]["sha256"]
     on_disk = {p.relative_to(released).as_posix() for p in released.rglob("*") if p.is_file()} - {"manifest.json"}
     assert set(named) == on_disk
     assert all(sha256_file(released / name) == digest for name, digest in named.items())
     assert "model.safetensors" in {Path(n).name for n in manifest["base"]["files"]}
     assert manifest["provenance"]["packages"]["torch"] and manifest["base"]["build_log"]["steps"] == "20"
-    cells = rows(released / "reference.db", "select method, task, seed, status, base_fingerprint from runs")
+    cells = rows(reference_db(released), "select method, task, seed, status, base_fingerprint from runs")
     assert sorted(c[:4] for c in cells) == sorted(
         (m, t, s, "ok") for m in METHODS for t in TINY_SUITE["tasks"] for s in (0, 1))
     assert {c[4] for c in cells} == {manifest["base"]["fingerprint"]}
@@ -78,7 +86,7 @@ def test_manifest_names_every_file_and_the_recipe_hashes_it_was_built_from(relea
 def test_a_run_on_the_release_trains_nothing_and_reproduces_the_reference(fresh, tiny_suite_file, released):
     db = fresh / "mine.db"
     result = runner.invoke(app, ["run", "--suite", str(tiny_suite_file), "--method", "task_arithmetic",
-                                 "--seeds", "2", "--db", str(db)])
+                                 "--method", "cat", "--seeds", "2", "--db", str(db)])
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
     assert "base from the release" in said and "expert math (seed 1) from the release" in said
@@ -87,8 +95,17 @@ def test_a_run_on_the_release_trains_nothing_and_reproduces_the_reference(fresh,
     manifest = json.loads((released / "manifest.json").read_text())
     query = ("select r.task, r.seed, r.base_fingerprint, r.expert_fingerprints, s.value from runs r "
              "join scores s on s.run_id = r.id where r.method = 'task_arithmetic' order by r.task, r.seed, s.metric")
-    mine, reference = rows(db, query), rows(released / "reference.db", query)
+    mine, reference = rows(db, query), rows(reference_db(released), query)
     assert mine == reference  # the same weights give the same scores, metric by metric
+    # CAT's trained result comes from the release, with the cost it had when the release computed it
+    assert "cat (seed 1): its trained result comes from" in said and not (cache / "merges").exists()
+    cat = ("select r.task, r.seed, r.merge_seconds, s.value, json_extract(r.provenance, '$.merge_result.reused'), "
+           "json_extract(r.provenance, '$.merge_result.merge_seconds') "
+           "from runs r join scores s on s.run_id = r.id where r.method = 'cat' order by r.task, r.seed, s.metric")
+    mine_cat, reference_cat = rows(db, cat), rows(reference_db(released), cat)
+    assert [(r[0], r[1], r[3]) for r in mine_cat] == [(r[0], r[1], r[3]) for r in reference_cat]
+    assert all(m[2] >= m[5] > 0 and abs(m[2] - r[2]) < 1.0 for m, r in zip(mine_cat, reference_cat))
+    assert {r[4] for r in mine_cat} == {1} and {r[4] for r in reference_cat} == {0}
     assert {row[2] for row in mine} == {manifest["base"]["fingerprint"]}
     assert json.loads(mine[0][3]) == {e["skill"]: e["fingerprint"] for e in manifest["experts"]
                                       if e["seed"] == mine[0][1]}
@@ -152,6 +169,6 @@ def test_the_release_command_builds_a_release_that_a_run_then_uses(fresh, tiny_s
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert [(e["skill"], e["seed"]) for e in manifest["experts"]] == [("math", 0), ("code", 0)]
-    assert manifest["reference"]["cells"] == len(rows(out / "reference.db", "select id from runs")) > 0
+    assert manifest["reference"]["cells"] == len(rows(reference_db(out), "select id from runs")) > 0
     staged = tmp_path / "release-cache" / "release-staging"
     assert not (tmp_path / ".built.incoming").exists() and not any(staged.glob("*"))
