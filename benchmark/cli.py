@@ -330,7 +330,9 @@ def leaderboard(
         _fail(f"cannot read {url}: {type(err).__name__}: {err}")
     from leaderboard.serve import serve
 
+    source = None
     if not own and reference_url is not None:
+        source = "Showing the release's reference results (no database of your own yet)."
         console.print("no database of your own: showing the release's reference results")
         url = reference_url
     elif reference_url is not None:
@@ -338,10 +340,11 @@ def leaderboard(
 
         shown = url
         url, added = combined_database(reference_url, shown)
+        source = f"The release's reference results, with {added} runs of your own beside them."
         console.print(f"{added} runs of {shown} beside the release's reference results (a snapshot: restart "
                       "the site to see runs stored since; --no-reference shows your database alone)")
     console.print(f"leaderboard at http://localhost:{port}")
-    serve(url, port)
+    serve(url, port, source)
 
 
 if __name__ == "__main__":

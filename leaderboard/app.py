@@ -28,6 +28,8 @@ PAGES = [
 page = st.navigation(PAGES)
 
 st.sidebar.markdown("**SoupBench** · merging LoRA experts into skill compositions")
+if ui.source_note():
+    st.sidebar.caption(ui.source_note())
 connected = ui.connect(report=False)
 if connected is not None and connected[1]:
     ui.choose_suite(connected[1])

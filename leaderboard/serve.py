@@ -19,14 +19,15 @@ WARM = ("pandas", "altair", "leaderboard.queries", "leaderboard.ranking", "leade
         "leaderboard.stats", "leaderboard.ui", "benchmark.taskinfo")
 
 
-def streamlit_argv(url: str, port: int) -> list[str]:
-    """The `streamlit run` command line for the site (the URL goes to the script after `--`)."""
+def streamlit_argv(url: str, port: int, source: str | None = None) -> list[str]:
+    """The `streamlit run` command line for the site (the URL, and what it holds, go to the script
+    after `--`)."""
     return ["streamlit", "run", str(APP), "--server.port", str(port), "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--theme.primaryColor", PRIMARY_COLOR,
-            "--", "--db", url]
+            "--", "--db", url, *(["--source", source] if source else [])]
 
 
-def serve(url: str, port: int) -> None:
+def serve(url: str, port: int, source: str | None = None) -> None:
     """Serve until interrupted; `url` must already be known to be readable."""
     from streamlit.web import cli as streamlit_cli
 
@@ -36,6 +37,6 @@ def serve(url: str, port: int) -> None:
     from leaderboard import snapshot
 
     threading.Thread(target=snapshot.prefetch, args=(url,), name="soupbench-prefetch", daemon=True).start()
-    argv = streamlit_argv(url, port)
+    argv = streamlit_argv(url, port, source)
     sys.argv = argv
     streamlit_cli.main(args=argv[1:], prog_name="streamlit")

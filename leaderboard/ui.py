@@ -30,6 +30,15 @@ def db_url() -> str:
     return resolve_db_url(known.db or os.environ.get(DB_ENV_VAR))
 
 
+def source_note() -> str | None:
+    """`--source` after `streamlit run app.py --`: what the database is, when it is not simply the
+    user's own (the release's reference results, or those beside the user's runs)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--source", default=None)
+    known, _ = parser.parse_known_args(sys.argv[1:])
+    return known.source
+
+
 def suites(url: str) -> list[str]:
     return snapshot.reader(url).suites()
 

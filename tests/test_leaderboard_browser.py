@@ -150,6 +150,7 @@ def test_with_no_database_of_ones_own_the_site_shows_the_release_reference(tmp_p
             browser, page, table = _open_overview(playwright, expect, port, [m.name for m in shown])
             expect(table.get_by_role("link", name="lorahub", exact=True)).to_have_count(0)
             expect(table.get_by_text(f"{mean:.3f} ± {half:.3f} #1", exact=True)).to_be_in_viewport()
+            expect(page.get_by_text("Showing the release's reference results")).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "leaderboard-reference.png"))
             browser.close()
     assert not (empty / "soupbench.db").exists()  # nothing was created in the user's folder

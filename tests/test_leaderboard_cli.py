@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -56,10 +57,31 @@ def test_leaderboard_serves_the_resolved_url(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     open_store(f"sqlite:///{tmp_path / 'results.db'}").close()
     served = []
-    monkeypatch.setattr(serve, "serve", lambda url, port: served.append((url, port)))
-    result = CliRunner().invoke(app, ["leaderboard", "--db", "results.db", "--port", "8642"])
+    monkeypatch.setattr(serve, "serve", lambda url, port, source=None: served.append((url, port, source)))
+    result = CliRunner().invoke(app, ["leaderboard", "--db", "results.db", "--port", "8642", "--no-reference"])
     assert result.exit_code == 0, result.output
-    assert served == [(f"sqlite:///{tmp_path / 'results.db'}", 8642)]
+    assert served == [(f"sqlite:///{tmp_path / 'results.db'}", 8642, None)]
+
+
+def test_leaderboard_shows_a_users_database_beside_the_reference(tmp_path, monkeypatch) -> None:
+    from leaderboard_fixtures import METHODS, fill_grid, write_reference_release
+
+    release = tmp_path / "release"
+    release.mkdir()
+    fill_grid(f"sqlite:///{release / 'reference.db'}", methods=METHODS[:3], with_failed=False)
+    write_reference_release(release)
+    fill_grid(f"sqlite:///{tmp_path / 'mine.db'}", methods=METHODS[3:4], with_failed=False)
+    monkeypatch.setenv("SOUPBENCH_RELEASE", str(release))
+    monkeypatch.chdir(tmp_path)
+    served = []
+    monkeypatch.setattr(serve, "serve", lambda url, port, source=None: served.append((url, source)))
+    result = CliRunner().invoke(app, ["leaderboard", "--db", "mine.db"])
+    assert result.exit_code == 0, result.output
+    ((url, source),) = served
+    assert url != f"sqlite:///{tmp_path / 'mine.db'}" and "with 9 runs of your own" in source
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        methods = {m for (m,) in conn.execute("select distinct method from runs")}
+    assert methods == {m.name for m in METHODS[:4]}
 
 
 def test_streamlit_command_line() -> None:
