@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from benchmark import cache, hashing
+from benchmark import cache, hashing, release
 from benchmark.micro import corpus
 from benchmark.micro.model import BUILD_VERSION, build_micro_base
 from benchmark.suite import HubBase, MicroBase, Suite
-from benchmark.training import Checkpoint
 from benchmark.taskinfo import TASKS
+from benchmark.training import Checkpoint
 
 
 @dataclass
@@ -97,8 +97,6 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
     if isinstance(spec, MicroBase):
         recipe_hash = base_recipe_hash(suite)
         if use_release:
-            from benchmark import release  # the release module reads this one's hashes
-
             released = release.released_base(recipe_hash)  # checks every released file first
             if released is not None:
                 log(f"base from the release ({released})")

@@ -172,3 +172,15 @@ def test_the_release_command_builds_a_release_that_a_run_then_uses(fresh, tiny_s
     assert manifest["reference"]["cells"] == len(rows(reference_db(out), "select id from runs")) > 0
     staged = tmp_path / "release-cache" / "release-staging"
     assert not (tmp_path / ".built.incoming").exists() and not any(staged.glob("*"))
+
+
+def test_the_base_recipe_hash_covers_the_generated_corpus_not_only_version_numbers(monkeypatch):
+    from benchmark.micro import corpus
+
+    suite = Suite.model_validate(TINY_SUITE)
+    before = base_recipe_hash(suite)
+    maker, weight = corpus.DOCUMENT_KINDS["copy_list"]
+    monkeypatch.setitem(corpus.DOCUMENT_KINDS, "copy_list", (lambda rng: maker(rng) + " Done.", weight))
+    assert base_recipe_hash(suite) != before  # an edited document maker, no version bumped
+    monkeypatch.setitem(corpus.DOCUMENT_KINDS, "copy_list", (maker, weight))
+    assert base_recipe_hash(suite) == before
