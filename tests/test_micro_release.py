@@ -1,0 +1,37 @@
+"""The shipped micro release is what `benchmark/suites/micro.yaml` builds, byte for byte intact.
+
+Until the release is built (see the README's status line), the README must say so; once it is
+there, a change to the corpus, a recipe or a skill's data without a new release fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmark.base_model import base_recipe_hash
+from benchmark.experts import expert_key, skill_training_data
+from benchmark.release import DEFAULT_DIR, RELEASE_COMMAND, load_release
+from benchmark.suite import load_suite
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+NOT_BUILT = "Status: the release is not built yet."
+
+
+def test_the_micro_release_matches_micro_yaml_or_the_readme_says_it_is_not_built():
+    release = load_release(DEFAULT_DIR)
+    if release is None:
+        assert NOT_BUILT in README.read_text(), f"no micro release in {DEFAULT_DIR}: build it with `{RELEASE_COMMAND}`"
+        return
+    assert NOT_BUILT not in README.read_text(), "the README still says the release is not built"
+    suite = load_suite("micro")
+    stale = f"rebuild the release with `{RELEASE_COMMAND}`"
+    assert release.base["recipe_hash"] == base_recipe_hash(suite), f"micro's base recipe changed: {stale}"
+    data = skill_training_data(suite)
+    released = {(e["skill"], e["seed"]): e["recipe_hash"] for e in release.manifest["experts"]}
+    for seed in suite.seeds:
+        for skill in suite.skill_names:
+            key = expert_key(suite, release.base["fingerprint"], skill, seed, data[skill])
+            assert released.get((skill, seed)) == key, f"expert {skill} seed {seed} is not released as built now: {stale}"
+    release.verify_all()
+    size = sum(p.stat().st_size for p in DEFAULT_DIR.rglob("*") if p.is_file())
+    assert size <= 48 * 2**20, f"the release is {size / 2**20:.1f} MiB, over the 48 MiB it may take in git"
