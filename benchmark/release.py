@@ -51,7 +51,7 @@ def release_dir() -> Path:
 
 @dataclass(frozen=True)
 class Release:
-    """A release folder and its manifest, read once; files are checked the first time they are used."""
+    """A release folder and its manifest; a file's sha256 is computed once per process (see `verify`)."""
 
     root: Path
     manifest: dict[str, Any]
@@ -60,9 +60,9 @@ class Release:
     def base(self) -> dict[str, Any]:
         return self.manifest["base"]
 
-    def expert(self, key: str) -> dict[str, Any] | None:
-        """The released expert built from recipe hash `key`, if any."""
-        return next((e for e in self.manifest["experts"] if e["recipe_hash"] == key), None)
+    def entry(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The released artifact of `kind` ("experts" or "merges") built from recipe hash `key`, if any."""
+        return next((e for e in self.manifest.get(kind, []) if e["recipe_hash"] == key), None)
 
     def verify(self, files: dict[str, str]) -> None:
         """Check `files` (path relative to the release -> sha256) against the bytes on disk."""
@@ -126,18 +126,17 @@ def released_base(recipe_hash: str) -> Path | None:
 
 def released_expert(key: str) -> Path | None:
     """The released adapter folder for expert recipe hash `key`, its files checked; else None."""
-    release = load_release()
-    entry = release.expert(key) if release is not None else None
-    if entry is None:
-        return None
-    release.verify(entry["files"])
-    return release.root / entry["folder"]
+    return _released("experts", key)
 
 
 def released_merge(key: str) -> Path | None:
     """The released result of a trained method (benchmark.merge_cache) for `key`, checked; else None."""
+    return _released("merges", key)
+
+
+def _released(kind: str, key: str) -> Path | None:
     release = load_release()
-    entry = next((m for m in release.manifest.get("merges", []) if m["recipe_hash"] == key), None) if release else None
+    entry = release.entry(kind, key) if release is not None else None
     if entry is None:
         return None
     release.verify(entry["files"])
