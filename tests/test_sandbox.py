@@ -225,3 +225,28 @@ def test_isolation_report_names_every_layer() -> None:
 ])
 def test_parse_number_takes_the_last_number(stdout: str, expected: float | None) -> None:
     assert parse_number(stdout) == expected
+
+
+def test_run_programs_runs_each_source_once_per_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox._MEMO.clear()
+    ran: list[str] = []
+
+    def counting(code: str, limits: SandboxLimits = SandboxLimits()) -> sandbox.SandboxResult:
+        ran.append(code)
+        return real(code, limits)
+
+    real = sandbox.run_program
+    monkeypatch.setattr(sandbox, "run_program", counting)
+    codes = ["print(6 * 7)", "print(1 / 0)", "print(6 * 7)", "print(6 * 7)"]
+    first = run_programs(codes, SMALL)
+    assert [r.stdout for r in first] == ["42\n", "", "42\n", "42\n"]
+    assert not first[1].ok and "ZeroDivisionError" in first[1].error
+    assert sorted(ran) == ["print(1 / 0)", "print(6 * 7)"]  # the copies were not run
+    assert run_programs(["print(6 * 7)"], SMALL)[0].stdout == "42\n" and len(ran) == 2  # later batch
+    run_programs(["print(6 * 7)"], SandboxLimits(timeout_s=3.0))  # other limits: run again
+    assert ran.count("print(6 * 7)") == 2
+    sandbox._MEMO.clear()
+    long = "print('y' * 10_000)"  # too long to keep: run every time
+    run_programs([long], SMALL)
+    run_programs([long], SMALL)
+    assert ran.count(long) == 2
