@@ -258,41 +258,65 @@ def results(
 @app.command()
 def validate(
     db: Annotated[Optional[str], typer.Option(help="Database URL or SQLite path.")] = None,
-    suite: Annotated[str, typer.Option(help="Suite name or YAML path.")] = "micro",
+    suite: Annotated[Optional[list[str]], typer.Option(
+        help="Suite name or YAML path; repeat it for builds of one suite on other bases (base seeds): "
+             "the bar must hold on each, and the ranking is compared across them.")] = None,
 ) -> None:
     """The suite's validity figures per task; exits 0 only when the suite meets its bar."""
     from benchmark.results import open_readonly
     from benchmark.storage import resolve_db_url
     from benchmark.suite import load_suite
     from benchmark.taskinfo import TASKS
-    from benchmark.validity import assess
+    from benchmark.validity import Bar, agreement_across_bases, assess
 
-    spec = load_suite(suite)
+    specs = [load_suite(name) for name in suite or ["micro"]]
     try:
         reader = open_readonly(resolve_db_url(db))
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
-    primary = {}
-    for run_row in reader.runs(suite=spec.name, status="ok"):
-        for score in run_row.scores:
-            if score.primary:
-                primary[(run_row.method, run_row.task, run_row.seed)] = score.value
+    by_build: dict[str, dict] = {}
+    for spec in specs:
+        primary = by_build.setdefault(spec.name, {})
+        for run_row in reader.runs(suite=spec.name, status="ok"):
+            for score in run_row.scores:
+                if score.primary:
+                    primary[(run_row.method, run_row.task, run_row.seed)] = score.value
     reader.close()
-    if not primary:
-        _fail(f"no stored runs for suite {spec.name!r}; run `soupbench run --suite {suite}` first")
-    report = assess(primary, [TASKS.get(t) for t in spec.tasks])
-    for tv in report:
-        table = Table(title=f"{tv.task} ({tv.kind})", show_header=True)
-        table.add_column("figure")
-        table.add_column("value", justify="right")
-        for name, value in tv.figures.items():
-            table.add_row(name, "n/a" if value is None else f"{value:.3f}")
-        for check in tv.checks:
-            mark = "[green]pass[/green]" if check.ok else "[red]FAIL[/red]"
-            table.add_row(f"{mark} {check.what} ({check.needed})", "n/a" if check.value is None else f"{check.value:.3f}")
+    empty = [name for name, primary in by_build.items() if not primary]
+    if empty:
+        _fail(f"no stored runs for suite {', '.join(map(repr, empty))}; run `soupbench run --suite ...` first")
+    ok = True
+    for spec in specs:
+        report = assess(by_build[spec.name], [TASKS.get(t) for t in spec.tasks])
+        for tv in report:
+            title = f"{tv.task} ({tv.kind})" + (f", {spec.name}" if len(specs) > 1 else "")
+            table = Table(title=title, show_header=True)
+            table.add_column("figure")
+            table.add_column("value", justify="right")
+            for name, value in tv.figures.items():
+                table.add_row(name, "n/a" if value is None else f"{value:.3f}")
+            for check in tv.checks:
+                mark = "[green]pass[/green]" if check.ok else "[red]FAIL[/red]"
+                table.add_row(f"{mark} {check.what} ({check.needed})", "n/a" if check.value is None else f"{check.value:.3f}")
+            out.print(table)
+        ok = ok and all(tv.ok for tv in report)
+    if len(specs) > 1:
+        bar = Bar()
+        table = Table(title="ranking across base builds (Kendall tau of the means over seeds)", show_header=True)
+        table.add_column("task")
+        table.add_column("builds")
+        table.add_column("tau", justify="right")
+        for task in [t for t in specs[0].tasks if TASKS.get(t).kind == "composite"]:
+            tau, pairs = agreement_across_bases(by_build, task)
+            for (a, b), value in pairs.items():
+                table.add_row(task, f"{a} / {b}", f"{value:.3f}")
+            passed = tau is not None and tau >= bar.min_tau
+            mark = "[green]pass[/green]" if passed else "[red]FAIL[/red]"
+            table.add_row(task, f"{mark} mean (>= {bar.min_tau:.2f})", "n/a" if tau is None else f"{tau:.3f}")
+            ok = ok and passed
         out.print(table)
-    ok = all(tv.ok for tv in report)
-    out.print("[green]the suite meets its bar[/green]" if ok else "[red]the suite does not meet its bar[/red]")
+    what = "the suite meets its bar" + (f" on all {len(specs)} builds" if len(specs) > 1 else "")
+    out.print(f"[green]{what}[/green]" if ok else f"[red]{what.replace('meets', 'does not meet')}[/red]")
     raise typer.Exit(0 if ok else 1)
 
 

@@ -147,7 +147,8 @@ def run_grid(
     check_stored_recipe(suite, store)
     summary = GridSummary()
 
-    plan: dict[int, list[tuple[MergeMethod, list[str]]]] = {}
+    # Per seed: (method, the skills whose experts it merges, the tasks scored on that merge).
+    plan: dict[int, list[tuple[MergeMethod, tuple[str, ...], list[str]]]] = {}
     for seed in seeds:
         for name in methods:
             method = catalog.create_method(name, suite.method_params.get(name, {}), suite.skill_names)
@@ -156,9 +157,15 @@ def run_grid(
             summary.skipped += len(tasks) - len(pending)
             if pending and method.consumes is Consumes.TARGET_EXAMPLES:
                 # Its merge depends on the task it is tuned for: one merge per task.
-                plan.setdefault(seed, []).extend((method, [task]) for task in pending)
+                plan.setdefault(seed, []).extend((method, expert_group(suite, task), [task]) for task in pending)
+            elif pending and (name == "base" or name.startswith(catalog.EXPERT_PREFIX)):
+                # Its model is the same whichever experts are offered: one model for every task.
+                plan.setdefault(seed, []).append((method, tuple(suite.skill_names), pending))
             elif pending:
-                plan.setdefault(seed, []).append((method, pending))
+                groups: dict[tuple[str, ...], list[str]] = {}
+                for task in pending:
+                    groups.setdefault(expert_group(suite, task), []).append(task)
+                plan.setdefault(seed, []).extend((method, group, group_tasks) for group, group_tasks in groups.items())
     if not plan:
         reporter.log("every cell is already stored")
         return summary
@@ -184,11 +191,13 @@ def run_grid(
         start = time.perf_counter()
         experts = prepare_experts(suite, base, seed, skill_data, reporter.progress, reporter.log, use_release)
         reporter.log(f"experts for seed {seed} ready in {time.perf_counter() - start:.1f} s")
-        for method, pending in cells:
+        for method, group, pending in cells:
             label = _label(method)
-            reporter.log(f"{label} (seed {seed}): merging, then evaluating {', '.join(pending)}")
+            merged = "" if len(group) == len(suite.skill_names) else f" the {' + '.join(group)} experts"
+            reporter.log(f"{label} (seed {seed}): merging{merged}, then evaluating {', '.join(pending)}")
             try:
-                records = _run_cell(suite, base, experts, method, pending, seed, skill_data, data_dir, provenance,
+                records = _run_cell(suite, base, [e for e in experts if e.name in group], method, pending, seed,
+                                    {k: v for k, v in skill_data.items() if k in group}, data_dir, provenance,
                                     reporter, evaluator, use_release)
             except Exception as err:  # a broken method must not stop the grid
                 message = f"{type(err).__name__}: {err}"
@@ -207,6 +216,19 @@ def run_grid(
                              + ", ".join(f"{r.task} {_primary(r):.3f}" for r in records))
             summary.computed += sum(r.status == "ok" for r in records)
     return summary
+
+
+def expert_group(suite: Suite, task: str) -> tuple[str, ...]:
+    """The skills whose experts a method merges for `task`, in the suite's order.
+
+    A task that needs several skills is scored on the merge of exactly those experts, as in LoRA
+    Soups (math + code for GSM-Hard, knowledge + QA for the QABot; three for a task that needs
+    three): an expert the task does not need is not in its soup. A skill's own task is scored on the
+    merge of every expert of the suite, so that it measures what the whole soup keeps of the skill.
+    With two skills and one composite task the two are the same merge."""
+    info = TASKS.get(task)
+    needed = set(info.skills) if info.kind == "composite" else set(suite.skill_names)
+    return tuple(s for s in suite.skill_names if s in needed)
 
 
 def _primary(record: RunRecord) -> float:
@@ -238,7 +260,7 @@ def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pendi
     wants_target = method.consumes is Consumes.TARGET_EXAMPLES
     context = MergeContext(
         seed=seed,
-        skills=suite.skill_names,
+        skills=[e.name for e in experts],
         skill_data=skill_data if wants_data else {},
         target_task=pending[0] if wants_target else None,
         target_examples=_dev_examples(suite, pending[0]) if wants_target else [],

@@ -148,3 +148,31 @@ def rank_agreement(scores: dict[tuple[str, str, int], float], task: str) -> floa
     taus = [kendall_tau([per_seed[a][m] for m in common], [per_seed[b][m] for m in common])
             for a, b in itertools.combinations(seeds, 2)]
     return mean(taus)
+
+
+def mean_scores(scores: dict[tuple[str, str, int], float], task: str) -> dict[str, float]:
+    """{method: mean over seeds} of one task."""
+    by_method: dict[str, list[float]] = defaultdict(list)
+    for (method, t, _seed), value in scores.items():
+        if t == task:
+            by_method[method].append(value)
+    return {method: mean(values) for method, values in by_method.items()}
+
+
+def agreement_across_bases(scores_by_build: dict[str, dict[tuple[str, str, int], float]], task: str
+                           ) -> tuple[float | None, dict[tuple[str, str], float]]:
+    """Kendall tau between base builds of the methods' mean scores on `task` (means over each
+    build's expert seeds, methods every build has): (mean over pairs, {(build, build): tau}).
+
+    A ranking that holds on one pretraining run and not on another is a property of that run, not
+    of the methods: the suite's verdict must survive a rebuild of its base (issue 11)."""
+    means = {build: mean_scores(scores, task) for build, scores in scores_by_build.items()}
+    builds = [b for b in means if means[b]]
+    if len(builds) < 2:
+        return None, {}
+    common = sorted(set.intersection(*(set(means[b]) for b in builds)))
+    if len(common) < 2:
+        return None, {}
+    pairs = {(a, b): kendall_tau([means[a][m] for m in common], [means[b][m] for m in common])
+             for a, b in itertools.combinations(builds, 2)}
+    return mean(pairs.values()), pairs

@@ -197,3 +197,23 @@ def test_bad_densities_are_refused(density):
         random_drop(delta, density, torch.Generator())
     with pytest.raises(ValueError, match="'total' or 'frequency'"):
         elect_sign(delta[None], "median")  # type: ignore[arg-type]
+
+
+def test_expert_geometry_of_known_deltas():
+    """scripts/expert_geometry.py: norms, cosines and what the mean keeps, on deltas built to have them."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "expert_geometry.py"
+    spec = importlib.util.spec_from_file_location("expert_geometry", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    a = torch.zeros(4, 4)
+    a[0, 0] = 3.0
+    b = torch.zeros(4, 4)
+    b[1, 1] = 4.0
+    out = module.module_geometry({"a": a, "b": b, "c": -a})
+    assert out["norm a"] == pytest.approx(3.0) and out["norm b"] == pytest.approx(4.0)
+    assert out["cos a/b"] == pytest.approx(0.0) and out["cos a/c"] == pytest.approx(-1.0)
+    assert out["kept a"] == pytest.approx(0.0)  # a and -a cancel in the mean
+    assert out["kept b"] == pytest.approx(1 / 3)  # orthogonal to the others: a third of it is left

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 
 import pytest
 from scipy.stats import kendalltau
@@ -67,12 +68,12 @@ def test_rank_agreement_is_mean_pairwise_tau():
     assert rank_agreement({k: v for k, v in scores.items() if k[2] == 0}, "t") is None
 
 
-def fill(db, scores):
+def fill(db, scores, suite="micro"):
     store = open_store(f"sqlite:///{db}")
     records = []
     for (method, task, seed), value in scores.items():
         records.append(RunRecord(
-            suite="micro", method=method, method_params={}, task=task, seed=seed,
+            suite=suite, method=method, method_params={}, task=task, seed=seed,
             scores=[ScoreRecord(TASKS.get(task).primary_metric, value, 0.01, 200, True)], samples=[],
             merge_seconds=0.0, eval_seconds=0.0, peak_memory_mb=0.0, output_rank=None, consumes="nothing",
             n_target_examples=None, base_fingerprint="b", expert_fingerprints={}, provenance={}, spec={}))
@@ -94,3 +95,67 @@ def test_validate_on_an_empty_grid_says_what_to_do(tmp_path):
     open_store(f"sqlite:///{db}").close()
     result = CliRunner().invoke(app, ["validate", "--db", str(db)])
     assert result.exit_code == 2 and "soupbench run" in result.output
+
+
+def rebuilt(tmp_path, seed: int):
+    """A copy of micro on another base seed, as a suite file of its own name."""
+    import yaml
+
+    from benchmark.suite import load_suite
+
+    spec = load_suite("micro").model_dump(mode="json")
+    spec["name"], spec["base"]["seed"] = f"micro-base{seed}", seed
+    path = tmp_path / f"micro-base{seed}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize("same_order, code", [(True, 0), (False, 1)])
+def test_validate_across_base_builds_compares_their_rankings(tmp_path, same_order, code):
+    db = tmp_path / "v.db"
+    fill(db, grid(True))
+    other = grid(True)
+    if not same_order:  # the bar holds on the rebuilt base too, but merges and experts swap places
+        for seed in range(3):
+            other[("task_arithmetic", "math_code", seed)], other[("cat", "math_code", seed)] = 0.6, 0.4
+            other[("expert-code", "math_code", seed)], other[("base", "math_code", seed)] = 0.0, 0.2
+    fill(db, other, suite="micro-base1")
+    result = CliRunner().invoke(app, ["validate", "--db", str(db), "--suite", "micro",
+                                      "--suite", str(rebuilt(tmp_path, 1))])
+    assert result.exit_code == code, result.output
+    assert "math_code (composite), micro-base1" in result.output
+    shown = re.search(r"micro / micro-base1\D*?(-?\d\.\d{3})", result.output)
+    expected = 1.0 if same_order else kendalltau([0.0, 0.05, 0.1, 0.36, 0.51], [0.2, 0.05, 0.0, 0.6, 0.4]).statistic
+    assert shown and float(shown.group(1)) == pytest.approx(expected, abs=1e-3)
+    assert ("meets its bar on all 2 builds" in result.output) is same_order
+
+
+def test_category_breakdown_pools_seeds_per_category(tmp_path):
+    """scripts/category_breakdown.py: per method and category, right over scored, seed by seed."""
+    import importlib.util
+    from pathlib import Path
+
+    from benchmark.results import open_readonly
+    from benchmark.storage import SampleRecord
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "category_breakdown.py"
+    spec = importlib.util.spec_from_file_location("category_breakdown", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    db = tmp_path / "c.db"
+    store = open_store(f"sqlite:///{db}")
+    right = {0: [True, False, True, True], 1: [False, False, True, False]}  # categories add, add, mul, mul
+    for seed, marks in right.items():
+        samples = [SampleRecord(i, "p", "g", "t", None, ok, {"category": "add" if i < 2 else "mul"})
+                   for i, ok in enumerate(marks)]
+        store.save_runs([RunRecord(
+            suite="micro", method="cat", method_params={}, task="math_code", seed=seed,
+            scores=[ScoreRecord("exec_accuracy", sum(marks) / 4, 0.1, 4, True)], samples=samples,
+            merge_seconds=0.0, eval_seconds=0.0, peak_memory_mb=0.0, output_rank=None, consumes="nothing",
+            n_target_examples=None, base_fingerprint="b", expert_fingerprints={}, provenance={}, spec={})])
+    store.close()
+    reader = open_readonly(f"sqlite:///{db}")
+    table = module.breakdown(reader, "micro", "math_code")
+    reader.close()
+    assert sorted(table["cat"]["add"]) == [(0, 2, 1), (1, 2, 0)]
+    assert sorted(table["cat"]["mul"]) == [(0, 2, 2), (1, 2, 1)]

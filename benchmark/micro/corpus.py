@@ -4,7 +4,9 @@ The base learns the world's pieces, never the target formats: stories resolved i
 arithmetic tables, programs under a comment that says what they print, and number copying. The
 labels of the skills and tasks ("Question:", "Answer:", "Instruction:", "Program:") never occur,
 so the base scores near zero on every task and each expert has a format to learn; and no document
-maps a story to a program, so only a composition of the two skills solves `math_code`.
+maps a story to a program, so only a composition of the two skills solves `math_code`. With
+`manual_entry` in the mix, the base also reads the manuals of the pretraining products (never a
+question about them, never a proprietary product).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import random
 from collections.abc import Callable, Iterator
 
 from benchmark import hashing
-from benchmark.micro import world
+from benchmark.micro import manual, world
 
 PHRASE = {"add": "{a} plus {b}", "sub": "{a} minus {b}", "mul": "{a} times {b}", "div": "{a} divided by {b}"}
 
@@ -51,12 +53,21 @@ def copy_list(rng: random.Random) -> str:
     return f"The numbers are {', '.join(numbers)}. Again: {', '.join(numbers)}."
 
 
+def manual_entry(rng: random.Random) -> str:
+    """A manual entry of a pretraining product (benchmark.micro.manual): facts in prose, phrasings
+    and order drawn per document, never a question. The `qa` skill's knowledge; 0 by default."""
+    return manual.manual_entry(rng.choice(manual.pretraining_products()), rng)
+
+
+# A kind of weight 0 is never drawn and draws nothing from the stream: adding one at the end keeps
+# every other suite's corpus (and its base) as it was.
 DOCUMENT_KINDS: dict[str, tuple[Callable[[random.Random], str], float]] = {
     "story_resolved": (story_resolved, 0.25),
     "story_restated": (story_restated, 0.2),
     "arithmetic_fact": (arithmetic_fact, 0.15),
     "commented_program": (commented_program, 0.25),
     "copy_list": (copy_list, 0.15),
+    "manual_entry": (manual_entry, 0.0),
 }
 
 

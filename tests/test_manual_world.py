@@ -1,0 +1,152 @@
+"""The manual world's data contracts: who may see which product, and in which format.
+
+`manual_qa` tests composition only if the base knows neither the proprietary facts nor the question
+format, the manual expert knows the facts but was never asked, the qa expert knows the format but
+never saw a proprietary product, and nothing anywhere asks a question about a proprietary product.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from benchmark.micro import manual, world
+from benchmark.micro.corpus import documents
+from tasks._common.facts import fact_match, normalise
+from tasks.code import data as code_data
+from tasks.manual import data as manual_data
+from tasks.manual_math_code import data as mmc_data
+from tasks.manual_qa import data as manual_qa_data
+from tasks.math import data as math_data
+from tasks.qa import data as qa_data
+
+SETS = manual.products()
+WORD = re.compile(r"[A-Z][a-z]+")
+
+
+def names_in(text: str, pool: tuple[manual.Product, ...]) -> set[str]:
+    names = {p.name for p in pool}
+    return {w for w in WORD.findall(text) if w in names}
+
+
+def test_product_sets_are_disjoint_fixed_and_clash_with_no_other_word():
+    names = [p.name for group in SETS.values() for p in group]
+    assert len(names) == len(set(names)) == manual.N_PRETRAIN_QA + manual.N_PRETRAIN_HELDOUT + manual.N_PROPRIETARY
+    assert not set(names) & set(world.NAMES)
+    manual.products.cache_clear()
+    assert manual.products() == SETS  # drawn from the world's own seed, the same every time
+    for attribute in manual.ATTRIBUTES:  # every value of a fact is one the world allows
+        assert {getattr(p, attribute) for g in SETS.values() for p in g} <= set(manual.VALUES[attribute])
+
+
+def test_pretraining_reads_only_pretraining_manuals_and_never_a_question():
+    docs = list(documents(4000, 0, {"manual_entry": 0.5}))
+    entries = [d for d in docs if names_in(d, manual.pretraining_products())]
+    assert len(entries) > 1100  # a weight of 0.5 beside the others' 1.0: a third of 4,000
+    seen = set().union(*(names_in(d, manual.pretraining_products()) for d in entries))
+    assert len(seen) > 0.9 * len(manual.pretraining_products())  # both pretraining sets are read
+    for doc in docs:
+        assert not names_in(doc, SETS["proprietary"]), doc
+        assert "Q:" not in doc and "A:" not in doc and "?" not in doc, doc
+
+
+def test_a_manual_entry_tells_every_fact_once_with_the_full_name_in_each_sentence():
+    product = SETS["proprietary"][0]
+    entries = {e["completion"] for e in manual_data.build_train(400, 0) if product.name in e["completion"]}
+    assert len(entries) > 1  # phrasings and sentence order vary from entry to entry
+    for entry in entries:
+        sentences = entry.split(". ")
+        assert len(sentences) == len(manual.ATTRIBUTES)
+        assert all(product.name in s for s in sentences)
+        for attribute in manual.ATTRIBUTES:
+            assert any(s.rstrip(".") + "." in [t.format(p=product.name, v=product.value(attribute))
+                                               for t in manual.STATEMENTS[attribute]] for s in sentences)
+
+
+def test_manual_expert_sees_only_proprietary_manuals_and_no_question():
+    train = manual_data.build_train(800, 0)
+    assert all(ex["prompt"] == "" for ex in train)
+    text = " ".join(ex["completion"] for ex in train)
+    assert names_in(text, SETS["proprietary"]) == {p.name for p in SETS["proprietary"]}
+    assert not names_in(text, manual.pretraining_products())
+    assert "?" not in text and "Q:" not in text
+
+
+def test_qa_expert_is_asked_about_pretrain_qa_products_only_and_evaluated_on_held_out_ones():
+    train = qa_data.build_train(4000, 0)
+    asked = set().union(*(names_in(ex["prompt"], manual.pretraining_products() + SETS["proprietary"])
+                          for ex in train))
+    assert asked == {p.name for p in SETS["pretrain_qa"]}
+    by_name = {p.name: p for p in SETS["pretrain_qa"]}
+    for ex in train[:200]:  # the answer is the fact
+        (name,) = names_in(ex["prompt"], SETS["pretrain_qa"])
+        attribute = next(a for a, q in manual.QUESTIONS.items() if q.format(p=name) in ex["prompt"])
+        assert ex["completion"] == " " + by_name[name].value(attribute)
+    held = set().union(*(names_in(d["prompt"], SETS["pretrain_heldout"]) for d in qa_data.build_eval(200, 0)))
+    assert held and not held & asked
+
+
+def test_no_skill_data_asks_about_a_proprietary_product_or_names_one_outside_the_manual():
+    for builder in (qa_data.build_train, math_data.build_train, code_data.build_train):
+        for ex in builder(2000, 0):
+            assert not names_in(ex["prompt"] + ex["completion"], SETS["proprietary"]), ex
+    for ex in math_data.build_train(500, 0) + code_data.build_train(500, 0):
+        assert not names_in(ex["prompt"] + ex["completion"], manual.pretraining_products())
+
+
+def test_manual_qa_asks_the_qa_format_about_proprietary_facts_only():
+    docs = manual_qa_data.build_eval(200, 0)
+    assert len({d["prompt"] for d in docs}) == 200
+    by_name = {p.name: p for p in SETS["proprietary"]}
+    for d in docs:
+        (name,) = names_in(d["prompt"], SETS["proprietary"])
+        assert d["prompt"] == manual.question_prompt(by_name[name], d["category"])
+        assert d["value"] == by_name[name].value(d["category"])
+    assert {d["category"] for d in docs} == set(manual.ATTRIBUTES)
+
+
+def test_cloze_prompts_have_one_reading():
+    """A cloze prefix that another statement also starts with ("The Segevu is" -> "made in") would
+    score a right completion as wrong."""
+    product = SETS["proprietary"][0]
+    for d in manual_data.build_eval(300, 0):
+        (name,) = names_in(d["prompt"], SETS["proprietary"])
+        readings = [a for a, ts in manual.STATEMENTS.items() for t in ts
+                    if t.format(p=name, v="").startswith(d["prompt"] + " ")]
+        assert readings == [d["category"]] * len(readings) and readings, d
+    assert manual.cloze(product, "colour", 0)[0] != f"The {product.name} is"
+
+
+def test_manual_math_code_answers_are_the_programs_with_the_manual_fact():
+    docs = mmc_data.build_eval(200, 0)
+    by_name = {p.name: p for p in SETS["proprietary"]}
+    assert {d["category"] for d in docs} == set(world.OPS)
+    assert all(sum(d["category"] == op for d in docs) == 50 for op in world.OPS)
+    for d in docs:
+        (name,) = names_in(d["prompt"], SETS["proprietary"])
+        fact = int(by_name[name].value(manual.PROBLEM_FACT[d["category"]]))
+        expression = d["target"].removeprefix("print(").removesuffix(")")
+        assert str(fact) in expression.split() and str(fact) not in d["prompt"].split()
+        assert eval(expression) == d["answer"] and float(d["answer"]).is_integer()  # exact division
+        assert d["prompt"].startswith("Question: ") and d["prompt"].endswith("\nProgram:\n")
+
+
+def test_chance_level_is_the_commonest_value_share():
+    levels = {a: manual.chance_level(a) for a in manual.ATTRIBUTES}
+    assert all(1 / len(manual.VALUES[a]) <= levels[a] < 0.25 for a in manual.ATTRIBUTES), levels
+
+
+@pytest.mark.parametrize(("response", "value", "statement", "expected"), [
+    (" Porto", "Porto", False, True),
+    (" porto.", "Porto", False, True),
+    (" Porto Alegre", "Porto", False, False),
+    (" 45\nQ: more", "45", False, True),
+    (" 45 hours", "45", True, True),
+    (" 45 hours", "45", False, False),
+    (" 459 hours", "45", True, False),
+    ("", "red", False, False),
+])
+def test_fact_answers_are_compared_after_normalisation(response, value, statement, expected):
+    assert fact_match(response, value, statement) is expected
+    assert normalise("  'Lima'. ") == "lima"
