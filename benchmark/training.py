@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,13 @@ class Checkpoint:
 
     path: Path
     every: int = 100
+
+    def progress(self) -> tuple[int, float]:
+        """(steps done, seconds they took over every session) of the saved state; (0, 0) if none."""
+        if not self.path.is_file():
+            return 0, 0.0
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        return state["step"], state.get("seconds", 0.0)
 
     def save(self, state: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,19 +82,20 @@ def train_loop(
     model.train()
     tail: list[float] = []
     device = next(model.parameters()).device
-    first = 0
+    first, earlier_seconds, started = 0, 0.0, time.perf_counter()
     if checkpoint is not None and checkpoint.path.is_file():
         state = torch.load(checkpoint.path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        first, tail = state["step"], state["tail"]
+        first, tail, earlier_seconds = state["step"], state["tail"], state.get("seconds", 0.0)
         for _ in range(first):
             next(batches)
     for step in range(first, steps):
         if checkpoint is not None and step > first and step % checkpoint.every == 0:
             checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "schedule": schedule.state_dict(), "step": step, "tail": tail})
+                             "schedule": schedule.state_dict(), "step": step, "tail": tail,
+                             "seconds": earlier_seconds + time.perf_counter() - started})
         batch = {k: v.to(device) for k, v in next(batches).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
             loss = model(**batch).loss

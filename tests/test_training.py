@@ -70,6 +70,8 @@ def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path):
     with pytest.raises(_Interrupted):
         run(interrupted, checkpoint, stop_at=10)  # saved at steps 4 and 8, stopped in step 10
     assert torch.load(checkpoint.path, weights_only=False)["step"] == 8
+    done, seconds = checkpoint.progress()
+    assert done == 8 and seconds > 0  # the time of the steps before, for the build's record
     assert any(not torch.equal(a, b) for a, b in zip(interrupted.state_dict().values(), straight.state_dict().values()))
     resumed = fresh_model()
     run(resumed, checkpoint)

@@ -66,6 +66,7 @@ def build_micro_base(
     config = llama_config(spec, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
     model = LlamaForCausalLM(config).to(device)
     batches = packed_batches(stream, spec.seq_len, spec.batch_size, spec.seed)
+    resumed_at, earlier_seconds = checkpoint.progress() if checkpoint is not None else (0, 0.0)
     prepared = time.perf_counter()
     final_loss = train_loop(model, list(model.parameters()), batches, spec.steps, spec.lr,
                             spec.warmup_steps, weight_decay=0.01, progress=progress,
@@ -79,4 +80,6 @@ def build_micro_base(
         f"corpus tokens: {stream.numel()}\nsteps: {spec.steps}\nfinal loss: {final_loss:.4f}\n"
         f"corpus and tokenizer seconds: {prepared - started:.1f}\n"
         f"pretraining seconds: {time.perf_counter() - prepared:.1f}\ndevice: {device}\n"
+        + (f"resumed at step {resumed_at}: the steps before took {earlier_seconds:.1f} s in earlier "
+           "sessions (0 when the checkpoint predates this record)\n" if resumed_at else "")
     )
