@@ -183,13 +183,17 @@ class Problem:
         return int(self.product.value(PROBLEM_FACT[self.op]))
 
     @property
+    def operands(self) -> tuple[int, int]:
+        """The story's number and the fact, in the order the operation takes them."""
+        return (self.fact, self.n) if self.op == "sub" else (self.n, self.fact)
+
+    @property
     def answer(self) -> int:
-        f = self.fact
-        return {"add": self.n + f, "sub": self.fact - self.n, "mul": self.n * f, "div": self.n // f}[self.op]
+        return world.compute(self.op, *self.operands)
 
     @property
     def expression(self) -> str:
-        left, right = (self.fact, self.n) if self.op == "sub" else (self.n, self.fact)
+        left, right = self.operands
         return f"{left} {world.SYMBOL[self.op]} {right}"
 
     def story(self) -> str:

@@ -24,6 +24,11 @@ OPS = ("add", "sub", "mul", "div")
 SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
+def compute(op: str, a: int, b: int) -> int:
+    """`a op b` in the world's integer arithmetic (divisions are drawn exact)."""
+    return {"add": a + b, "sub": a - b, "mul": a * b, "div": a // b}[op]
+
+
 @dataclass(frozen=True)
 class Situation:
     """A two-number arithmetic situation and the words that dress it."""
@@ -37,8 +42,7 @@ class Situation:
 
     @property
     def answer(self) -> int:
-        return {"add": self.a + self.b, "sub": self.a - self.b, "mul": self.a * self.b,
-                "div": self.a // self.b}[self.op]
+        return compute(self.op, self.a, self.b)
 
     @property
     def expression(self) -> str:
