@@ -68,11 +68,18 @@ def run(
         help="A .py file defining MergeMethod subclasses to register (repeatable).")] = None,
 ) -> None:
     """Run the grid (methods x tasks x seeds), skipping stored cells, then print the results table."""
+    from benchmark.errors import UserError
+    from benchmark.storage import check_writable, open_store, resolve_db_url
+
+    url = resolve_db_url(db)
+    try:  # first: a database that cannot take the results is refused before any work
+        check_writable(url)
+    except UserError as err:
+        _fail(str(err))
     from benchmark.progress import RichReporter
     from benchmark.release import ReleaseIntegrityError
     from benchmark.results import format_records, open_readonly
     from benchmark.runner import run_grid
-    from benchmark.storage import open_store, resolve_db_url
     from benchmark.suite import SuiteError, load_suite
     from benchmark.registry import UnknownNameError
 
@@ -81,11 +88,13 @@ def run(
         spec = load_suite(suite)
     except (SuiteError, UnknownNameError) as err:
         _fail(str(err))
-    _quiet_libraries()
     if seeds > len(spec.seeds):
         _fail(f"--seeds {seeds}: suite {spec.name!r} lists only {len(spec.seeds)} seeds {list(spec.seeds)}")
-    url = resolve_db_url(db)
-    store = open_store(url)
+    try:
+        store = open_store(url)
+    except UserError as err:
+        _fail(str(err))
+    _quiet_libraries()
     try:
         with RichReporter(console) as reporter:
             summary = run_grid(spec, store, methods=method, tasks=task, seeds=list(spec.seeds[:seeds]), reporter=reporter)
@@ -93,7 +102,8 @@ def run(
         _fail(str(err))
     finally:
         store.close()
-    console.print(f"computed {summary.computed} cells, {summary.skipped} already stored; database: {url}")
+    elsewhere = f", {summary.elsewhere} being computed by another runner" if summary.elsewhere else ""
+    console.print(f"computed {summary.computed} cells, {summary.skipped} already stored{elsewhere}; database: {url}")
     reader = open_readonly(url)
     out.print(format_records(reader.records(spec.name), "table"))
     reader.close()
@@ -370,6 +380,10 @@ def leaderboard(
     console.print(f"leaderboard at http://localhost:{port}")
     serve(url, port, source)
 
+
+from benchmark.cli_db import db_app  # noqa: E402  (a sub-command group of its own module)
+
+app.add_typer(db_app, name="db")
 
 if __name__ == "__main__":
     app()

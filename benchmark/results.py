@@ -17,18 +17,17 @@ import math
 import statistics
 from collections import defaultdict
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import URL, Engine, case, create_engine, func, inspect, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, case, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from benchmark.database import open_engine, shown
+from benchmark.schema_version import check_readable
 from benchmark.storage import Run, Sample, Score
 
 CONFIDENCE = 0.95
@@ -306,34 +305,19 @@ def _run_row(run: Run) -> RunRow:
 
 
 def open_readonly(url: str) -> ResultsReader:
-    """Open a results database for reading only; never creates anything.
+    """Open a results database for reading only; never creates nor changes anything.
 
-    SQLite is opened through a `mode=ro` URI, so writes fail in SQLite itself; a missing file is
-    an error here rather than a new empty database (which plain SQLite would silently create).
+    SQLite is opened through a `mode=ro` URI, so writes fail in SQLite itself, and a missing file
+    is an error rather than a new empty database (which plain SQLite would silently create);
+    PostgreSQL sessions are read-only transactions. Anything that is not a SoupBench database this
+    code can read (see `benchmark.database` and `benchmark.schema_version`) is a `UserError`.
     """
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        options: dict[str, Any] = {}
-        if parsed.get_backend_name() == "postgresql":
-            options["postgresql_readonly"] = True
-        engine = create_engine(url, execution_options=options)
-    else:
-        database = parsed.database or ""
-        if database in ("", ":memory:") or database.startswith("file:"):
-            raise ValueError(f"cannot read results from {url!r}: give the path of a SQLite file")
-        path = Path(database).expanduser().resolve()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no results database at {path}: run `soupbench run` first, or point --db / "
-                "SOUPBENCH_DB at an existing database"
-            )
-        # Percent-encode the path: in a SQLite URI, "?" and "#" would end the file name.
-        query = {"mode": "ro", "uri": "true"}
-        ro_url = URL.create("sqlite", database=f"file:{quote(str(path))}", query=query)
-        engine = create_engine(ro_url)
-    if not inspect(engine).has_table(Run.__tablename__):
+    engine = open_engine(url, readonly=True)
+    try:
+        check_readable(engine, shown(url))
+    except BaseException:
         engine.dispose()
-        raise ValueError(f"{parsed.render_as_string(hide_password=True)} holds no SoupBench runs table")
+        raise
     return ResultsReader(engine)
 
 

@@ -4,7 +4,8 @@ A cell is (suite, method with parameters, task, seed). Cells already stored are 
 work; the tasks still missing for one merged model are evaluated in one pass; each merged model's
 runs are saved in one transaction, so a crash halfway through a grid loses at most the model in
 flight and never leaves a half-written cell. A method that fails is recorded as failed (retried on
-the next run) and the grid goes on.
+the next run) and the grid goes on. Runners sharing a database claim each model's cells before
+computing them (`benchmark.claims`): a cell another runner stored or is computing is skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from benchmark import cache, catalog, merge_cache, release
 from benchmark.apply import apply_deltas
+from benchmark.claims import ClaimBook
 from benchmark.base_model import BaseModel, prepare_base
 from benchmark.contract import check_merge_result
 from benchmark.evaluation import evaluate_model, write_task_data
@@ -49,7 +51,8 @@ class Reporter:
 @dataclass
 class GridSummary:
     computed: int = 0
-    skipped: int = 0
+    skipped: int = 0  # already stored (before the run, or by another runner during it)
+    elsewhere: int = 0  # being computed by another runner sharing the database: left to it
     failed: list[tuple[str, int, str]] = field(default_factory=list)  # (method, seed, error)
 
 
@@ -187,35 +190,66 @@ def run_grid(
     n_models, done_models = sum(len(cells) for cells in plan.values()), 0
     if grid_bar is not None:
         grid_bar(0, n_models, float("nan"))
-    for seed, cells in plan.items():
-        start = time.perf_counter()
-        experts = prepare_experts(suite, base, seed, skill_data, reporter.progress, reporter.log, use_release)
-        reporter.log(f"experts for seed {seed} ready in {time.perf_counter() - start:.1f} s")
-        for method, group, pending in cells:
-            label = _label(method)
-            merged = "" if len(group) == len(suite.skill_names) else f" the {' + '.join(group)} experts"
-            reporter.log(f"{label} (seed {seed}): merging{merged}, then evaluating {', '.join(pending)}")
-            try:
-                records = _run_cell(suite, base, [e for e in experts if e.name in group], method, pending, seed,
-                                    {k: v for k, v in skill_data.items() if k in group}, data_dir, provenance,
-                                    reporter, evaluator, use_release)
-            except Exception as err:  # a broken method must not stop the grid
-                message = f"{type(err).__name__}: {err}"
-                reporter.log(f"[red]{label} failed[/red] (seed {seed}): {message}")
-                summary.failed.append((label, seed, message))
-                records = [_failed_record(suite, method, task, seed, message, traceback.format_exc(), provenance)
-                           for task in pending]
-            store.save_runs(records)
-            reporter.stored(records)
-            done_models += 1
-            if grid_bar is not None:
-                grid_bar(done_models, n_models, float("nan"))
-            if records and records[0].status == "ok":
-                reporter.log(f"{label} (seed {seed}): merge {records[0].merge_seconds:.1f} s, "
-                             f"eval {records[0].eval_seconds * len(records):.1f} s, "
-                             + ", ".join(f"{r.task} {_primary(r):.3f}" for r in records))
-            summary.computed += sum(r.status == "ok" for r in records)
+    with ClaimBook(store) as claims:
+        for seed, cells in plan.items():
+            start = time.perf_counter()
+            experts = prepare_experts(suite, base, seed, skill_data, reporter.progress, reporter.log, use_release)
+            reporter.log(f"experts for seed {seed} ready in {time.perf_counter() - start:.1f} s")
+            for method, group, pending in cells:
+                label = _label(method)
+                pending = _claim(claims, suite, method, pending, seed, summary, reporter)
+                if pending:
+                    merged = "" if len(group) == len(suite.skill_names) else f" the {' + '.join(group)} experts"
+                    reporter.log(f"{label} (seed {seed}): merging{merged}, then evaluating {', '.join(pending)}")
+                    try:
+                        records = _run_cell(suite, base, [e for e in experts if e.name in group], method, pending,
+                                            seed, {k: v for k, v in skill_data.items() if k in group}, data_dir,
+                                            provenance, reporter, evaluator, use_release)
+                    except Exception as err:  # a broken method must not stop the grid
+                        message = f"{type(err).__name__}: {err}"
+                        reporter.log(f"[red]{label} failed[/red] (seed {seed}): {message}")
+                        summary.failed.append((label, seed, message))
+                        records = [_failed_record(suite, method, task, seed, message, traceback.format_exc(),
+                                                  provenance) for task in pending]
+                    records = _save(store, claims.owner, records, summary, reporter)
+                    reporter.stored(records)
+                    if records and records[0].status == "ok":
+                        reporter.log(f"{label} (seed {seed}): merge {records[0].merge_seconds:.1f} s, "
+                                     f"eval {records[0].eval_seconds * len(records):.1f} s, "
+                                     + ", ".join(f"{r.task} {_primary(r):.3f}" for r in records))
+                    summary.computed += sum(r.status == "ok" for r in records)
+                done_models += 1
+                if grid_bar is not None:
+                    grid_bar(done_models, n_models, float("nan"))
     return summary
+
+
+def _claim(claims: ClaimBook, suite: Suite, method: MergeMethod, pending: list[str], seed: int,
+           summary: GridSummary, reporter: Reporter) -> list[str]:
+    """The tasks of `pending` this runner computes: those that no other runner sharing the
+    database has stored since the plan was made, nor is computing now (see `benchmark.claims`)."""
+    label = _label(method)
+    outcome = claims.claim(suite.name, label, params_key(_params(method)), seed, pending)
+    summary.skipped += len(outcome.stored)
+    summary.elsewhere += len(outcome.busy)
+    if outcome.stored:
+        reporter.log(f"{label} (seed {seed}): {', '.join(outcome.stored)} stored meanwhile by another runner")
+    for task, who in outcome.busy.items():
+        reporter.log(f"{label} (seed {seed}): {task} is being computed by another runner ({who}): left to it")
+    return outcome.held
+
+
+def _save(store: Store, owner: str, records: list[RunRecord], summary: GridSummary,
+          reporter: Reporter) -> list[RunRecord]:
+    """Store one merged model's records, releasing their claims; return those kept. A cell another
+    runner stored meanwhile (its claim was taken over from us) is left out, not an error."""
+    left_out = {id(r) for r in store.save_runs(records, owner=owner, if_stored="skip")}
+    if left_out:
+        tasks = ", ".join(r.task for r in records if id(r) in left_out)
+        reporter.log(f"{records[0].method} (seed {records[0].seed}): {tasks} stored meanwhile by another runner; "
+                     "this runner's result was not kept")
+        summary.skipped += len(left_out)
+    return [r for r in records if id(r) not in left_out]
 
 
 def expert_group(suite: Suite, task: str) -> tuple[str, ...]:

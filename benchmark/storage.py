@@ -8,8 +8,11 @@ Guarantees the rest of SoupBench relies on:
 
 - a batch is saved in one transaction: all of it or none of it;
 - a cell stored as `ok` is never duplicated nor overwritten: saving it again raises
-  `DuplicateRunError` (the runner asks `completed_cells` first and skips those);
-- a cell stored as `failed` is replaced by the next save of that cell, so a rerun can fix it.
+  `DuplicateRunError`, or is left out when the caller asks (runners sharing a database, which
+  also claim cells through `benchmark.claims` so that one computes what the other skips);
+- a cell stored as `failed` is replaced by the next save of that cell, so a rerun can fix it;
+- a database is opened only once it is known to be one SoupBench can use (`benchmark.database`
+  checks the URL and file, `benchmark.schema_version` the schema revision), else a `UserError`.
 
 This module imports no torch, no methods and no training code: `benchmark.results` (and through it
 the leaderboard) reuses the schema defined here.
@@ -30,13 +33,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, Engine, ForeignKey, Integer, String, Text
-from sqlalchemy import UniqueConstraint, create_engine, event, func, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import JSON, CheckConstraint, DateTime, Double, Engine, ForeignKey, Integer, String, Text
+from sqlalchemy import UniqueConstraint, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from benchmark import database, schema_version
 
 DB_ENV_VAR = "SOUPBENCH_DB"
 DEFAULT_DB_FILE = "soupbench.db"
@@ -136,6 +140,29 @@ class Sample(Base):
     run: Mapped[Run] = relationship(back_populates="samples")
 
 
+class CellClaim(Base):
+    """A cell one runner is computing now (see `benchmark.claims`): the UNIQUE constraint lets one
+    runner at a time hold a cell; the row goes in the transaction that stores the cell's run."""
+
+    __tablename__ = "cell_claims"
+    __table_args__ = (UniqueConstraint("suite", "method", "params_key", "task", "seed", name="uq_claims_cell"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    suite: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(200))
+    params_key: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(String(200))
+    seed: Mapped[int] = mapped_column(Integer)
+    owner: Mapped[str] = mapped_column(String(64), index=True)  # one token per runner (per run_grid call)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    process_space: Mapped[str] = mapped_column(String(64))  # where `pid` means this process (see claims)
+    process_started: Mapped[float] = mapped_column(Double)  # its start time: a reused pid is another process
+    # Unix seconds, as floats: portable across SQLite and PostgreSQL without time-zone handling.
+    claimed_at: Mapped[float] = mapped_column(Double)
+    heartbeat_at: Mapped[float] = mapped_column(Double)
+
+
 # ------------------------------------------------------------------------------ write-side types
 
 
@@ -218,28 +245,6 @@ def resolve_db_url(cli_value: str | None) -> str:
     return f"sqlite:///{path}"
 
 
-def _sqlite_file(url: str) -> Path | None:
-    """The file behind a SQLite URL, or None for in-memory databases and other backends."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return None
-    database = parsed.database or ""
-    if database in ("", ":memory:") or database.startswith("file:"):
-        return None
-    return Path(database)
-
-
-def _enable_sqlite_pragmas(engine: Engine) -> None:
-    # WAL lets the leaderboard read while a runner writes; SQLite leaves foreign keys off unless
-    # asked, and the cascade from runs to scores and samples depends on them.
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.close()
-
-
 class Store:
     """The runner's handle on the database: asks what is done, saves what was run."""
 
@@ -265,29 +270,47 @@ class Store:
             row = session.execute(query).first()
         return None if row is None else (row[0].get("suite", {}), row[1])
 
-    def save_runs(self, runs: list[RunRecord]) -> None:
-        """Save a batch in one transaction: all or nothing.
+    def save_runs(self, runs: list[RunRecord], owner: str | None = None,
+                  if_stored: Literal["raise", "skip"] = "raise") -> list[RunRecord]:
+        """Save a batch in one transaction: all or nothing; return the records left out.
 
-        A failed row of the same cell is replaced; an ok row is never duplicated: the whole batch
-        is refused with `DuplicateRunError` (chosen over a silent no-op so that a runner that
-        recomputes finished cells notices its bug instead of wasting the compute unseen).
+        A failed row of the same cell is replaced. An ok row is never duplicated: by default the
+        whole batch is refused with `DuplicateRunError` (so that a runner that recomputes finished
+        cells notices its bug instead of wasting the compute unseen); with `if_stored="skip"` the
+        cells another runner stored meanwhile are left out and returned, the rest is saved (what
+        a runner that shares the database wants). `owner`'s claims on the saved cells (see
+        `benchmark.claims`) are deleted in the same transaction, so a cell is never seen neither
+        stored nor claimed.
         """
         for record in runs:
             _validate(record)
-        try:
-            with self._sessions.begin() as session:
-                for record in runs:
-                    self._save_one(session, record)
-        except IntegrityError as error:
-            text = str(error.orig)
-            cells = ", ".join(_cell_name(r) for r in runs)
-            if "uq_runs_cell" in text or "UNIQUE constraint failed: runs." in text:
-                raise DuplicateRunError(
-                    f"a cell of this batch is already stored as ok; nothing was saved ({cells})"
+        skipped: list[RunRecord] = []
+        # A cell another runner commits between our check and our insert surfaces as a UNIQUE
+        # violation; a second attempt sees it stored and (when skipping) leaves it out.
+        for attempt in range(3):
+            try:
+                with self._sessions.begin() as session:
+                    skipped = [r for r in runs if not self._save_one(session, r, if_stored == "skip")]
+                    if owner is not None:
+                        for record in runs:
+                            session.execute(delete(CellClaim).where(
+                                *_same_cell(record.suite, record.method, params_key(record.method_params),
+                                            record.seed, CellClaim),
+                                CellClaim.task == record.task, CellClaim.owner == owner))
+                return skipped
+            except IntegrityError as error:
+                text = str(error.orig)
+                cells = ", ".join(_cell_name(r) for r in runs)
+                if "uq_runs_cell" in text or "UNIQUE constraint failed: runs." in text:
+                    if if_stored == "skip" and attempt < 2:
+                        continue
+                    raise DuplicateRunError(
+                        f"a cell of this batch is already stored as ok; nothing was saved ({cells})"
+                    ) from error
+                raise StorageError(
+                    f"the database refused the batch; nothing was saved ({text}; batch: {cells})"
                 ) from error
-            raise StorageError(
-                f"the database refused the batch; nothing was saved ({text}; batch: {cells})"
-            ) from error
+        raise AssertionError("unreachable")
 
     def count_runs(self) -> int:
         """All stored rows, ok and failed."""
@@ -303,7 +326,8 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _save_one(self, session: Session, record: RunRecord) -> None:
+    def _save_one(self, session: Session, record: RunRecord, skip_stored: bool) -> bool:
+        """Add one record to the session; False if it was left out (stored as ok, and skipping)."""
         key = params_key(record.method_params)
         # Autoflush makes earlier records of this batch visible here, so a cell twice in one
         # batch is caught too.
@@ -311,6 +335,8 @@ class Store:
         existing = session.scalars(select(Run).where(*cell, Run.task == record.task)).one_or_none()
         if existing is not None:
             if existing.status == "ok":
+                if skip_stored:
+                    return False
                 raise DuplicateRunError(
                     f"{_cell_name(record)} is already stored as ok (run id {existing.id}); "
                     "nothing of this batch was saved. Skip cells listed by completed_cells()."
@@ -320,10 +346,11 @@ class Store:
             # collide with the failed one on the UNIQUE constraint.
             session.flush()
         session.add(_to_orm(record, key))
+        return True
 
 
-def _same_cell(suite: str, method: str, key: str, seed: int) -> tuple[Any, ...]:
-    return (Run.suite == suite, Run.method == method, Run.params_key == key, Run.seed == seed)
+def _same_cell(suite: str, method: str, key: str, seed: int, table: type = Run) -> tuple[Any, ...]:
+    return (table.suite == suite, table.method == method, table.params_key == key, table.seed == seed)
 
 
 def _validate(record: RunRecord) -> None:
@@ -342,6 +369,12 @@ def _finite_or_none(value: float | None) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
+def _text(value: str | None) -> str | None:
+    # PostgreSQL's text cannot hold NUL, which a generated program can print; one spelling on
+    # every backend keeps a run's samples the same wherever it is stored.
+    return value.replace("\x00", "\ufffd") if value is not None else None
+
+
 def _to_orm(record: RunRecord, key: str) -> Run:
     return Run(
         suite=record.suite,
@@ -351,7 +384,7 @@ def _to_orm(record: RunRecord, key: str) -> Run:
         task=record.task,
         seed=record.seed,
         status=record.status,
-        error=record.error,
+        error=_text(record.error),
         merge_seconds=record.merge_seconds,
         eval_seconds=record.eval_seconds,
         peak_memory_mb=record.peak_memory_mb,
@@ -364,7 +397,8 @@ def _to_orm(record: RunRecord, key: str) -> Run:
         provenance=record.provenance,
         spec=record.spec,
         scores=[Score(**asdict(s) | {"stderr": _finite_or_none(s.stderr)}) for s in record.scores],
-        samples=[Sample(**asdict(s)) for s in record.samples],
+        samples=[Sample(**asdict(s) | {k: _text(getattr(s, k)) for k in ("prompt", "generation", "target", "executed")})
+                 for s in record.samples],
     )
 
 
@@ -372,19 +406,29 @@ def _cell_name(record: RunRecord) -> str:
     return f"(suite={record.suite}, method={record.method}, task={record.task}, seed={record.seed})"
 
 
+def check_writable(url: str) -> None:
+    """Refuse (with a `UserError`) a database `open_store` would refuse, writing nothing: the CLI
+    calls it before anything else, so that a bad --db is reported before any work and leaves no
+    file behind even when another argument is bad too."""
+    engine = database.open_engine(url, readonly=False)
+    try:
+        if engine.dialect.name != "sqlite" or Path(engine.url.database or "").exists():
+            with engine.connect() as connection:
+                state = schema_version.inspect_schema(connection)
+            schema_version.refuse(state, database.shown(url), writing=True)
+    finally:
+        engine.dispose()
+
+
 def open_store(url: str) -> Store:
-    """Open (and create if missing) the database behind `url` for writing."""
-    sqlite_file = _sqlite_file(url)
-    connect_args: dict[str, Any] = {}
-    if make_url(url).get_backend_name() == "sqlite":
-        # Parallel runners share one file: wait for the write lock rather than fail at once.
-        connect_args["timeout"] = 30
-    if sqlite_file is not None:
-        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args=connect_args)
-    if engine.dialect.name == "sqlite":
-        _enable_sqlite_pragmas(engine)
-    Base.metadata.create_all(engine)
+    """Open the database behind `url` for writing: checked (see `benchmark.database`), its schema
+    built if it has none, refused with a `UserError` if it is not at this code's schema revision."""
+    engine = database.open_engine(url, readonly=False)
+    try:
+        schema_version.prepare_for_writing(engine, database.shown(url))
+    except BaseException:
+        engine.dispose()
+        raise
     return Store(engine)
 
 

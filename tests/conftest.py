@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny suite (the micro suite at test budgets) and an isolated cache."""
+"""Shared fixtures: a tiny suite (the micro suite at test budgets), an isolated cache, and the
+databases storage tests run against (SQLite, and PostgreSQL on a throwaway server)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,45 @@ def tiny_suite_file(tmp_path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(TINY_SUITE))
     return path
+
+
+def _postgres_required() -> bool:
+    """In CI a missing PostgreSQL server fails its tests (.ci/run installs one); elsewhere they skip."""
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get("SOUPBENCH_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL cluster for the session (tests/pg_server.py); each test gets its own database."""
+    from tests.pg_server import PostgresServer, find_bindir
+
+    bindir = find_bindir()
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        bindir = None
+    if bindir is None:
+        message = ("no PostgreSQL server binaries (initdb, pg_ctl) or no psycopg driver: install Debian's "
+                   "postgresql package and soupbench[test]")
+        if _postgres_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PostgresServer(bindir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+    name = postgres_server.create_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_url(request, tmp_path) -> str:
+    """An empty database of each backend SoupBench supports: storage tests run on both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'results.db'}"
+    return request.getfixturevalue("pg_url")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 import benchmark
 from benchmark import storage
+from benchmark.errors import UserError
 from benchmark.storage import (
     DuplicateRunError,
     Run,
@@ -69,8 +70,9 @@ def make_run(
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'results.db'}"
+def db_url(any_db_url: str) -> str:
+    """Every test of this file runs on SQLite and on PostgreSQL (see tests/conftest.py)."""
+    return any_db_url
 
 
 def count(store: storage.Store, table: type) -> int:
@@ -111,13 +113,20 @@ def test_resolve_db_url_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 
 def test_open_store_creates_file_and_enables_wal_and_foreign_keys(tmp_path: Path) -> None:
-    path = tmp_path / "nested" / "dir" / "r.db"
+    path = tmp_path / "r.db"
     with open_store(f"sqlite:///{path}") as store:
         assert path.is_file()
         with store.engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
-        assert set(sqlalchemy.inspect(store.engine).get_table_names()) >= {"runs", "scores", "samples"}
+        assert set(sqlalchemy.inspect(store.engine).get_table_names()) >= {"runs", "scores", "samples", "cell_claims"}
+
+
+def test_open_store_creates_no_folder(tmp_path: Path) -> None:
+    # A typo in --db must not leave a tree of folders behind (it used to be created silently).
+    with pytest.raises(UserError, match="folder .*nested/dir does not exist"):
+        open_store(f"sqlite:///{tmp_path / 'nested' / 'dir' / 'r.db'}")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------ round trip
