@@ -135,19 +135,24 @@ class ClaimBook:
                     continue
                 if not self._is_dead(other, now):
                     return f"{other.host} pid {other.pid}"
-                taken = session.execute(
-                    update(CellClaim)
-                    .where(CellClaim.id == other.id, CellClaim.owner == other.owner,
-                           CellClaim.heartbeat_at == other.heartbeat_at)
-                    .values(owner=self.owner, **self._me(now)))
-                session.commit()
-                if taken.rowcount != 1:  # another runner took it over first: look again
-                    continue
+            if not self._take_over(other, now):  # another runner took it over first: look again
+                continue
             if self._stored_now(cell):
                 self.release(cell["suite"], cell["method"], cell["params_key"], cell["seed"], [cell["task"]])
                 return "stored"
             return None
         return "another runner"
+
+    def _take_over(self, claim: CellClaim, now: float) -> bool:
+        """Replace a dead runner's claim by ours if nobody has since: a compare-and-set on the
+        owner and heartbeat read, so of two runners taking over one claim exactly one wins."""
+        with self.store._sessions.begin() as session:
+            taken = session.execute(
+                update(CellClaim)
+                .where(CellClaim.id == claim.id, CellClaim.owner == claim.owner,
+                       CellClaim.heartbeat_at == claim.heartbeat_at)
+                .values(owner=self.owner, **self._me(now)))
+        return taken.rowcount == 1
 
     def _me(self, now: float) -> dict:
         return {"host": socket.gethostname()[:255], "pid": self._pid, "process_space": self._space,
