@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy
 from sqlalchemy import text
 
+from benchmark.errors import UserError
 from benchmark.results import ResultRecord, format_records, mean_interval, open_readonly, t_quantile
 from benchmark.storage import RunRecord, SampleRecord, ScoreRecord, open_store, params_key
 
@@ -186,7 +187,7 @@ def test_reader_sees_rows_committed_while_a_writer_is_open(tmp_path: Path) -> No
 
 def test_missing_database_is_a_clear_error_and_creates_nothing(tmp_path: Path) -> None:
     missing = tmp_path / "nope.db"
-    with pytest.raises(FileNotFoundError, match="nope.db"):
+    with pytest.raises(UserError, match="no results database at .*nope.db"):
         open_readonly(f"sqlite:///{missing}")
     assert not missing.exists()
 
@@ -194,7 +195,7 @@ def test_missing_database_is_a_clear_error_and_creates_nothing(tmp_path: Path) -
 def test_database_without_tables_is_refused(tmp_path: Path) -> None:
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).execute("CREATE TABLE other (x INT)").connection.close()
-    with pytest.raises(ValueError, match="no SoupBench runs table"):
+    with pytest.raises(UserError, match=r"holds other tables \(other\) and no SoupBench schema"):
         open_readonly(f"sqlite:///{empty}")
 
 
@@ -247,3 +248,32 @@ def test_table_shows_primary_metric_per_method_and_task(db_path: Path) -> None:
     assert format_records([], "table").strip() == "No results stored."
     with pytest.raises(ValueError):
         format_records(records, "yaml")  # type: ignore[arg-type]
+
+
+def test_every_query_reads_the_same_from_sqlite_and_postgresql(tmp_path: Path, pg_url: str) -> None:
+    # The reader's SQL (aggregates, JSON fields, the quoted "primary") is the same on both servers.
+    runs = [make_run("ties", "math_code", s, 0.1 * (s + 2), params={"density": 0.5}) for s in range(3)]
+    runs.append(make_run("cat", "math_code", 0, 0.6, status="failed"))
+    for run in runs:
+        for sample in run.samples:
+            sample.extra = {"category": "add" if sample.doc_index < 2 else "share"}
+        run.samples[0].executed = "printed \x00 and more"  # a NUL a program printed (PostgreSQL text has none)
+    answers = []
+    for url in (f"sqlite:///{tmp_path / 'r.db'}", pg_url):
+        with open_store(url) as store:
+            store.save_runs(runs)
+        reader = open_readonly(url)
+        listed = reader.runs()
+        answers.append((
+            [r.model_dump() for r in reader.records()],
+            [r.model_dump(exclude={"id", "created_at"}) for r in listed],
+            [s.model_dump() for s in reader.samples(listed[0].id)],
+            [c.model_dump(exclude={"run_id"}) for c in reader.category_counts("micro", "math_code")],
+            reader.suites(),
+        ))
+        reader.close()
+    assert answers[0] == answers[1]
+    records, _, samples, categories, _ = answers[0]
+    assert [round(r["mean"], 9) for r in records if r["primary"]] == [0.3]
+    assert samples[0]["executed"] == "printed \ufffd and more"
+    assert [(c["category"], c["n"], c["n_correct"]) for c in categories] == [("add", 2, 1), ("share", 1, 1)] * 3
