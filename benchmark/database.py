@@ -50,8 +50,9 @@ def shown(url: str | URL) -> str:
 def parse(url: str) -> URL:
     """The URL with a dialect SQLAlchemy knows and a driver that imports.
 
-    Plain `postgresql://` means psycopg2 to SQLAlchemy; SoupBench's extra installs psycopg (3), so
-    when only that one is there the URL is read as `postgresql+psycopg://`: what the user meant.
+    Plain `postgresql://` means psycopg2 to SQLAlchemy 2.0 (psycopg 3 from 2.1 on); SoupBench's
+    extra installs psycopg (3), so when psycopg2 is missing and psycopg is there the URL is read
+    as `postgresql+psycopg://`: what the user meant.
     """
     try:
         parsed = make_url(url)

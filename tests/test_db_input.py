@@ -165,6 +165,7 @@ def test_run_with_a_bad_suite_creates_no_database(workspace: Path) -> None:
 
 
 def test_plain_postgresql_url_means_psycopg_when_psycopg2_is_absent(pg_url: str) -> None:
+    # (SQLAlchemy 2.1 reads it so itself; 2.0, which pyproject allows, would want psycopg2.)
     plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
     with open_store(plain) as store:
         assert store.engine.dialect.driver == "psycopg"
