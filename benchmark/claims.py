@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import psutil
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from benchmark.storage import CellClaim, Run, Store
 
@@ -116,7 +116,7 @@ class ClaimBook:
         """None if this runner now holds the cell; "stored"; or who else is computing it."""
         for _ in range(3):
             now = time.time()
-            with self.store._sessions() as session:
+            with self.store.sessions() as session:
                 # Insert first, then look for the run: a run stored by a runner that held the
                 # claim until its commit is then always seen (its claim held our insert till then).
                 session.add(CellClaim(**cell, owner=self.owner, **self._me(now)))
@@ -146,7 +146,7 @@ class ClaimBook:
     def _take_over(self, claim: CellClaim, now: float) -> bool:
         """Replace a dead runner's claim by ours if nobody has since: a compare-and-set on the
         owner and heartbeat read, so of two runners taking over one claim exactly one wins."""
-        with self.store._sessions.begin() as session:
+        with self.store.sessions.begin() as session:
             taken = session.execute(
                 update(CellClaim)
                 .where(CellClaim.id == claim.id, CellClaim.owner == claim.owner,
@@ -173,12 +173,12 @@ class ClaimBook:
         return session.scalars(query).first() is not None
 
     def _stored_now(self, cell: dict) -> bool:
-        with self.store._sessions() as session:
+        with self.store.sessions() as session:
             return self._stored(session, cell)
 
     def release(self, suite: str, method: str, params_key: str, seed: int, tasks: list[str]) -> None:
         """Let go of this runner's claims on these cells (their runs were not stored)."""
-        with self.store._sessions.begin() as session:
+        with self.store.sessions.begin() as session:
             for task in tasks:
                 cell = {"suite": suite, "method": method, "params_key": params_key, "task": task, "seed": seed}
                 session.execute(delete(CellClaim).where(*_cell_filter(cell), CellClaim.owner == self.owner))
@@ -198,10 +198,10 @@ class ClaimBook:
         """Mark every claim of this runner alive now. A database that is busy or briefly away only
         delays the beat: the lease is many beats long."""
         try:
-            with self.store._sessions.begin() as session:
+            with self.store.sessions.begin() as session:
                 session.execute(update(CellClaim).where(CellClaim.owner == self.owner)
                                 .values(heartbeat_at=time.time()))
-        except OperationalError:
+        except DBAPIError:
             pass
 
     def close(self) -> None:
@@ -209,9 +209,9 @@ class ClaimBook:
         if self._thread is not None:
             self._thread.join()
         try:
-            with self.store._sessions.begin() as session:
+            with self.store.sessions.begin() as session:
                 session.execute(delete(CellClaim).where(CellClaim.owner == self.owner))
-        except OperationalError:  # the database went away: the claims expire with the lease
+        except DBAPIError:  # the database went away: the claims expire with the lease
             pass
 
     def __enter__(self) -> ClaimBook:

@@ -279,11 +279,11 @@ def validate(
     from benchmark.taskinfo import TASKS
     from benchmark.validity import Bar, agreement_across_bases, assess
 
-    specs = [load_suite(name) for name in suite or ["micro"]]
-    try:
+    try:  # the database first: it is what a mistyped command most often gets wrong
         reader = open_readonly(resolve_db_url(db))
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
+    specs = [load_suite(name) for name in suite or ["micro"]]
     by_build: dict[str, dict] = {}
     for spec in specs:
         primary = by_build.setdefault(spec.name, {})

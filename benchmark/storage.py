@@ -256,6 +256,12 @@ class Store:
     def url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
 
+    @property
+    def sessions(self) -> sessionmaker:
+        """Sessions on this database, for the modules that keep a table of their own in it
+        (`benchmark.claims`)."""
+        return self._sessions
+
     def completed_cells(self, suite: str, method: str, params_key: str, seed: int) -> set[str]:
         """Task names already stored as ok for this (suite, method, params, seed): skip them."""
         query = select(Run.task).where(*_same_cell(suite, method, params_key, seed), Run.status == "ok")
