@@ -88,13 +88,13 @@ def run(
         spec = load_suite(suite)
     except (SuiteError, UnknownNameError) as err:
         _fail(str(err))
+    _quiet_libraries()
     if seeds > len(spec.seeds):
         _fail(f"--seeds {seeds}: suite {spec.name!r} lists only {len(spec.seeds)} seeds {list(spec.seeds)}")
     try:
         store = open_store(url)
     except UserError as err:
         _fail(str(err))
-    _quiet_libraries()
     try:
         with RichReporter(console) as reporter:
             summary = run_grid(spec, store, methods=method, tasks=task, seeds=list(spec.seeds[:seeds]), reporter=reporter)
@@ -279,11 +279,11 @@ def validate(
     from benchmark.taskinfo import TASKS
     from benchmark.validity import Bar, agreement_across_bases, assess
 
-    try:  # the database first: it is what a mistyped command most often gets wrong
+    specs = [load_suite(name) for name in suite or ["micro"]]
+    try:
         reader = open_readonly(resolve_db_url(db))
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
-    specs = [load_suite(name) for name in suite or ["micro"]]
     by_build: dict[str, dict] = {}
     for spec in specs:
         primary = by_build.setdefault(spec.name, {})
