@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmark import cache, catalog, merge_cache, release
+from benchmark import cache, catalog, merge_cache, release, sandbox
 from benchmark.apply import apply_deltas
 from benchmark.base_model import BaseModel, prepare_base
 from benchmark.contract import check_merge_result
@@ -169,6 +169,9 @@ def run_grid(
     if not plan:
         reporter.log("every cell is already stored")
         return summary
+    planned = {task for cells in plan.values() for _, _, pending in cells for task in pending}
+    if evaluator is evaluate_model and any(TASKS.get(task).executes_programs for task in planned):
+        sandbox.require_isolation()  # refused now, in one line, not after the base and experts are built
 
     start = time.perf_counter()
     base = prepare_base(suite, reporter.progress("pretraining base") if reporter.progress else None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,13 @@ class TaskInfo:
         if unknown:
             raise ValueError(f"task {self.name!r}: unknown builder options {sorted(unknown)}; "
                              f"accepted: {sorted(accepted) or '(none)'}")
+
+    @property
+    def executes_programs(self) -> bool:
+        """Whether its responses are run as programs: lm-eval's own `unsafe_code: true` in the
+        task's YAML. Such a task needs the sandbox, so a run that includes it checks for one first."""
+        return self.folder is not None and re.search(r"^unsafe_code:\s*true\b", self.yaml_path.read_text(),
+                                                     re.MULTILINE) is not None
 
     @property
     def yaml_path(self) -> Path:
