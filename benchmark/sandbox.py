@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -46,6 +46,7 @@ PROBE_UID = SANDBOX_UIDS[-1] + 1
 ALLOW_WEAK_ENV = "SOUPBENCH_ALLOW_WEAK_SANDBOX"
 _LOCK_DIR = os.path.join(tempfile.gettempdir(), "soupbench-sandbox-locks")
 _IS_ROOT = os.geteuid() == 0
+_PROBE_LOCK = threading.Lock()
 _ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": sandbox_bwrap.WORKDIR, "TMPDIR": sandbox_bwrap.WORKDIR}
 
 
@@ -77,9 +78,15 @@ class SandboxResult:
     error: str | None  # short human reason when not ok ("timeout", "memory", "exit 1: NameError...")
 
 
-@functools.cache
 def _probe() -> sandbox_bwrap.Bubblewrap | str:
-    """bubblewrap's set-up on this machine, or what keeps it from working (probed once)."""
+    """bubblewrap's set-up on this machine, or what keeps it from working (probed once: the first
+    scoring batch asks from several threads at once, and they wait for one probe)."""
+    with _PROBE_LOCK:
+        return _probe_once()
+
+
+@functools.cache
+def _probe_once() -> sandbox_bwrap.Bubblewrap | str:
     return sandbox_bwrap.probe(_IS_ROOT, PROBE_UID)
 
 
@@ -115,7 +122,7 @@ def require_isolation() -> None:
 
 
 @contextlib.contextmanager
-def _lease_uid(clean) -> Iterator[int]:
+def _lease_uid(clean: Callable[[int], bool]) -> Iterator[int]:
     """An unused uid, held (flock) for one run, also against other harness processes.
 
     `clean(uid)` says whether a uid is free of leftovers of an earlier run."""
@@ -138,7 +145,8 @@ def _lease_uid(clean) -> Iterator[int]:
     raise RuntimeError(f"all {len(SANDBOX_UIDS)} sandbox uids are busy")
 
 
-def _collect(proc: subprocess.Popen, limits: SandboxLimits, exited) -> tuple[bytes, bytes, bool, bool]:
+def _collect(proc: subprocess.Popen, limits: SandboxLimits,
+             exited: Callable[[subprocess.Popen], None]) -> tuple[bytes, bytes, bool, bool]:
     """Read stdout and stderr until EOF, the deadline or the output cap.
 
     Returns (out, err, timed out, capped). `exited(proc)` runs once when the program has exited,
@@ -161,6 +169,13 @@ def _collect(proc: subprocess.Popen, limits: SandboxLimits, exited) -> tuple[byt
             if not reaped and proc.poll() is not None:
                 exited(proc)
                 reaped = True
+    if not (reaped or timed_out or capped):  # both pipes closed: wait for the exit, not kill it
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True  # it closed its output and ran on
+        else:
+            exited(proc)
     return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), timed_out, capped
 
 

@@ -154,7 +154,7 @@ class Weak:
             try:
                 yield proc
             finally:
-                if proc.returncode is None or uid is not None:  # before the folder and uid are given back
+                if proc.returncode is None:  # not reaped by `exited`: before the folder and uid are given back
                     self._kill(proc, uid)
                 proc.stdout.close()
                 proc.stderr.close()

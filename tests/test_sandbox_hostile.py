@@ -331,6 +331,12 @@ def test_killing_its_parent_does_not_kill_the_harness() -> None:
     assert lines[-1] == "still here" and lines[2] == "ProcessLookupError"  # the harness's pid names nothing
 
 
+def test_closing_its_output_does_not_escape_the_timeout() -> None:
+    result, elapsed, namespace = run_marked("import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)")
+    assert result.timed_out and not result.ok and elapsed < SMALL.timeout_s + SLACK_S
+    assert_no_leftovers(namespace)
+
+
 def test_environment_is_minimal_and_stdin_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOUPBENCH_SECRET", "hunter2")
     result = run_program("import os, sys\nprint(sorted(os.environ))\nprint(repr(sys.stdin.read()))")

@@ -35,9 +35,9 @@ def without_bubblewrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """This process on a machine without bwrap on PATH (probed afresh, and again afterwards)."""
     monkeypatch.setenv("PATH", tool_only_path(tmp_path))
     monkeypatch.delenv(ALLOW_WEAK_ENV, raising=False)
-    sandbox._probe.cache_clear()
+    sandbox._probe_once.cache_clear()
     yield
-    sandbox._probe.cache_clear()
+    sandbox._probe_once.cache_clear()
 
 
 def test_a_run_with_program_tasks_is_refused_before_any_work(tiny_suite_file: Path, tmp_path: Path,
