@@ -216,7 +216,7 @@ def probe(as_root: bool, probe_uid: int) -> Bubblewrap | str:
     except (OSError, subprocess.SubprocessError, IndexError):
         version = "?"
     failures = []
-    for interpreter in dict.fromkeys([os.path.realpath(sys.executable), "/usr/bin/python3"]):
+    for interpreter in dict.fromkeys(map(os.path.realpath, [sys.executable, "/usr/bin/python3"])):
         described = _describe(interpreter) if os.path.exists(interpreter) else None
         if described is None:
             continue
@@ -231,6 +231,9 @@ def probe(as_root: bool, probe_uid: int) -> Bubblewrap | str:
         why = _trial(setup, probe_uid if as_root else None)
         if why is None:
             return setup
+        if why.startswith("bwrap:"):  # bubblewrap itself cannot start here: another Python will not help
+            failures = [why]
+            break
         failures.append(f"{interpreter}: {why}")
     hint = "" if as_root else " (are user namespaces disabled? see user.max_user_namespaces)"
     return "bubblewrap cannot run a sandboxed Python here" + hint + ": " + ("; ".join(failures) or "no interpreter")
