@@ -79,9 +79,12 @@ def test_task_data_gold_answers_are_invisible(open_tree_path: Path, monkeypatch:
     result = run_program(cheat, SMALL)
     assert not result.ok and "FileNotFoundError" in result.error
     assert parse_number(result.stdout) != gold  # scored as wrong
-    # Nor can it find the file by looking around (/usr is the system's, /proc its own).
-    search = ("import os\nhits = [os.path.join(d, f) for top in os.listdir('/') if top not in ('proc', 'usr')\n"
-              "        for d, _, fs in os.walk('/' + top) for f in fs if f.endswith('.jsonl')]\nprint(hits)")
+    # Nor can it find the file by looking around (but in the system's /usr, the interpreter's own
+    # tree and its own /proc, which test_only_the_interpreter_is_visible_at_the_top covers).
+    skip = ["/proc", "/usr", *sandbox._probe().binds]
+    search = (f"import os\nhits = []\nfor d, sub, files in os.walk('/'):\n"
+              f"    sub[:] = [s for s in sub if os.path.join(d, s) not in {skip!r}]\n"
+              "    hits += [os.path.join(d, f) for f in files if f.endswith('.jsonl')]\nprint(hits)")
     assert run_program(search, SMALL).stdout == "[]\n"
 
 
