@@ -16,7 +16,7 @@ from benchmark import cache, hashing, release
 from benchmark.micro import corpus
 from benchmark.micro.model import BUILD_VERSION, build_micro_base
 from benchmark.suite import HubBase, MicroBase, Suite
-from benchmark.taskinfo import TASKS
+from benchmark.taskinfo import get_skill
 from benchmark.training import Checkpoint
 
 
@@ -40,7 +40,7 @@ def _format_samples(suite: Suite) -> list[str]:
     reuses its skills' labels)."""
     samples = []
     for name in suite.skill_names:
-        for doc in TASKS.get(name).build_eval(20, suite.data_seed):
+        for doc in get_skill(name).build_eval(20, suite.data_seed):
             samples.append(doc["prompt"] + doc["target"])
     return samples
 
@@ -103,7 +103,7 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
                 return _load(released, torch.float32, device)
         key = build_key(recipe_hash, device)
         folder = cache.cache_dir("base", key)
-        if not cache.is_complete(folder):
+        if not cache.usable(folder, f"base {recipe_hash}", log):
             checkpoint = Checkpoint(cache.cache_dir("base-checkpoints", key) / "pretraining.pt")
             log(f"no released base for this recipe ({recipe_hash}): pretraining it here, once, then cached "
                 f"(micro's size: about 90 minutes on 2 CPU cores in float32; an interrupted build resumes "

@@ -10,7 +10,7 @@ from benchmark.adapters import load_expert
 from benchmark.base_model import BaseModel
 from benchmark.lora import Expert
 from benchmark.suite import Suite
-from benchmark.taskinfo import TASKS
+from benchmark.taskinfo import get_skill
 from benchmark.training import Progress, train_lora
 
 # Bump when expert training changes in a way the recipe's fields do not capture.
@@ -21,9 +21,7 @@ def skill_training_data(suite: Suite) -> dict[str, list[dict]]:
     """Each skill's training examples, deterministic given the suite's data seed."""
     data = {}
     for skill in suite.skills:
-        info = TASKS.get(skill.name)
-        if info.build_train is None:
-            raise ValueError(f"skill {skill.name!r}: its task folder has no training-data builder")
+        info = get_skill(skill.name)
         data[skill.name] = info.build_train(skill.train_size, suite.data_seed, **suite.task_options.get(skill.name, {}))
     return data
 
@@ -57,7 +55,7 @@ def prepare_experts(
             log(f"expert {skill} (seed {seed}) from the release ({folder})")
         else:
             folder = cache.cache_dir("experts", key)
-            if not cache.is_complete(folder):
+            if not cache.usable(folder, f"expert {skill} (seed {seed})", log):
                 shutil.rmtree(folder, ignore_errors=True)
                 progress = progress_factory(f"expert {skill} (seed {seed})") if progress_factory else None
                 model = train_lora(base.fresh(), data[skill], base.tokenizer, suite.expert, seed, progress)

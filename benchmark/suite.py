@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from benchmark.errors import UserError
 from benchmark.registry import Registry
 
 
@@ -155,8 +156,15 @@ class Suite(_Frozen):
         return next(s for s in self.skills if s.name == name)
 
 
-class SuiteError(ValueError):
+class SuiteError(UserError):
     """A suite file that cannot be used; the message says which file and which field."""
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's problem and where it is, in one line (its own text spans five, with a caret)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
 
 
 def load_suite_file(path: str | Path) -> Suite:
@@ -165,8 +173,10 @@ def load_suite_file(path: str | Path) -> Suite:
         raw = yaml.safe_load(path.read_text())
     except OSError as err:
         raise SuiteError(f"cannot read suite file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise SuiteError(f"suite file {path} is not a text file (not UTF-8); a suite is YAML") from None
     except yaml.YAMLError as err:
-        raise SuiteError(f"suite file {path} is not valid YAML: {err}") from None
+        raise SuiteError(f"suite file {path} is not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(raw, dict):
         raise SuiteError(f"suite file {path} must hold a mapping, got {type(raw).__name__}")
     try:
