@@ -102,7 +102,7 @@ def run(
     """Run the grid (methods x tasks x seeds), skipping stored cells, then print the results table."""
     from benchmark.progress import RichReporter
     from benchmark.results import format_records, open_readonly
-    from benchmark.runner import run_grid
+    from benchmark.runner import check_names, run_grid
     from benchmark.storage import open_store, resolve_db_url
     from benchmark.suite import load_suite
 
@@ -111,6 +111,7 @@ def run(
     _quiet_libraries()
     if seeds > len(spec.seeds):
         raise UserError(f"--seeds {seeds}: suite {spec.name!r} lists only {len(spec.seeds)} seeds {list(spec.seeds)}")
+    check_names(spec, method, task)  # before the database is opened: a typo writes nothing
     url = resolve_db_url(db)
     store = open_store(url)
     try:

@@ -55,9 +55,12 @@ class GridSummary:
     failed: list[tuple[str, int, str]] = field(default_factory=list)  # (method, seed, error)
 
 
-def _check_names(suite: Suite, methods: list[str], tasks: list[str]) -> None:
-    """Every name the suite and the command line use, refused (with the nearest known name) before
-    any work: a typo must not cost a pretraining, nor silently run the defaults."""
+def check_names(suite: Suite, methods: list[str] | None = None, tasks: list[str] | None = None) -> None:
+    """Every name the suite and the command line use (default: all of the suite's methods and
+    tasks), refused with the nearest known name before any work: a typo must not cost a
+    pretraining, nor silently run the defaults. The CLI calls it before it opens the database."""
+    methods = methods or catalog.method_names(suite.skill_names)
+    tasks = tasks or list(suite.tasks)
     for skill in suite.skill_names:
         try:
             get_skill(skill)
@@ -167,7 +170,7 @@ def run_grid(
     methods = methods or catalog.method_names(suite.skill_names)
     tasks = tasks or list(suite.tasks)
     seeds = seeds if seeds is not None else list(suite.seeds[:1])
-    _check_names(suite, methods, tasks)
+    check_names(suite, methods, tasks)
     check_stored_recipe(suite, store)
     summary = GridSummary()
 
