@@ -111,11 +111,12 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
             warn_slow_precision(spec.precision, device, log)
             shutil.rmtree(folder, ignore_errors=True)
             build_micro_base(spec, folder, _format_samples(suite), progress, device, checkpoint)
-            cache.mark_complete(folder)
+            cache.mark_complete(folder, facts={"fingerprint": weights_fingerprint(folder)})
             shutil.rmtree(checkpoint.path.parent, ignore_errors=True)
         else:
             log(f"base from the cache ({folder})")
-        return _load(folder, torch.float32, device)
+        # The seal's check has just read every file: the fingerprint it recorded still holds.
+        return _load(folder, torch.float32, device, cache.seal_facts(folder).get("fingerprint"))
     assert isinstance(spec, HubBase)
     dtype = getattr(torch, spec.dtype)
     model = AutoModelForCausalLM.from_pretrained(spec.model_id, revision=spec.revision, dtype=dtype).to(device)
@@ -139,8 +140,8 @@ def weights_fingerprint(folder: Path) -> str:
     return hashing.files_fingerprint(base_files(folder))
 
 
-def _load(folder: Path, dtype: torch.dtype, device: str) -> BaseModel:
-    fingerprint = weights_fingerprint(folder)
+def _load(folder: Path, dtype: torch.dtype, device: str, fingerprint: str | None = None) -> BaseModel:
+    fingerprint = fingerprint or weights_fingerprint(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return BaseModel(folder, fingerprint, model, tokenizer)

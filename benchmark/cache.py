@@ -17,6 +17,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from platformdirs import user_cache_dir
 
@@ -53,12 +54,24 @@ def _entry_files(folder: Path) -> dict[str, Path]:
             if path.is_file() and path.name != MARKER}
 
 
-def mark_complete(folder: Path) -> None:
-    """Seal an entry whose files are all written: the marker records each file's sha256."""
-    seal = {"format": SEAL_FORMAT, "files": {name: sha256_file(path) for name, path in _entry_files(folder).items()}}
+def mark_complete(folder: Path, facts: dict[str, Any] | None = None) -> None:
+    """Seal an entry whose files are all written: the marker records each file's sha256, and `facts`
+    computed from those files (a base's fingerprint), which hold as long as the check passes, so a
+    load need not read the files a second time to compute them again (`seal_facts`)."""
+    seal = {"format": SEAL_FORMAT, "files": {name: sha256_file(path) for name, path in _entry_files(folder).items()},
+            "facts": facts or {}}
     partial = folder / f"{MARKER}.partial"
     partial.write_text(json.dumps(seal, indent=1, sort_keys=True))
     os.replace(partial, folder / MARKER)  # a crash while sealing leaves the entry unsealed, not half sealed
+
+
+def seal_facts(folder: Path) -> dict[str, Any]:
+    """The facts the entry was sealed with; {} for an entry sealed without any (or by an older SoupBench).
+    Meaningful only once `usable` (or `problem`) has passed on the entry."""
+    try:
+        return dict(json.loads((folder / MARKER).read_text()).get("facts") or {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
 
 
 def problem(folder: Path) -> str | None:

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from benchmark import cache, merge_cache
+from benchmark.base_model import weights_fingerprint
 from benchmark.cli import app
 from benchmark.hashing import sha256_file
 from benchmark.lora import LoraFactors
@@ -145,7 +146,8 @@ def stored(db: Path) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    """A cache and a database made by a real run (base, then both experts of seed 0)."""
+    """A database made by a real run (base, then both experts of seed 0) in the session's cache
+    (shared with the other end-to-end tests, which build the same tiny base); tests damage copies."""
     import yaml
 
     from tests.conftest import TINY_SUITE
@@ -153,18 +155,29 @@ def built(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("built")
     (root / "tiny.yaml").write_text(yaml.safe_dump(TINY_SUITE))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SOUPBENCH_CACHE", str(root / "cache"))
+        patch.setenv("SOUPBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))  # as isolated_cache
         result = runner.invoke(app, ["run", "--suite", str(root / "tiny.yaml"), "--method", "base",
                                      "--task", "math", "--db", str(root / "runs.db")])
     assert result.exit_code == 0, result.output
+    for kind in ("base", "experts"):
+        shutil.copytree(tmp_path_factory.getbasetemp() / "cache" / kind, root / "cache" / kind)
     return root
 
 
-def entry_file(cache_root: Path, kind: str, name: str) -> Path:
-    """The file `name` of the first entry of `kind` in name order (for experts, whichever skill's)."""
-    found = sorted((cache_root / kind).glob(f"*/{name}"))
-    assert found, f"no {name} in {cache_root / kind}"
-    return found[0]
+def entry_file(cache_root: Path, kind: str, name: str, db: Path) -> Path:
+    """The file `name` of the entry of `kind` that the stored run used: the base, or the math expert
+    of seed 0, found by the cache keys the runner computes (the cache may hold other suites' entries)."""
+    from benchmark.base_model import base_recipe_hash, build_key, default_device
+    from benchmark.experts import expert_key, skill_training_data
+    from benchmark.suite import Suite
+    from tests.conftest import TINY_SUITE
+
+    suite = Suite.model_validate(TINY_SUITE)
+    if kind == "base":
+        return cache_root / "base" / build_key(base_recipe_hash(suite), default_device()) / name
+    base_fingerprint = stored(db)[0][4]
+    key = expert_key(suite, base_fingerprint, "math", 0, skill_training_data(suite)["math"])
+    return cache_root / "experts" / key / name
 
 
 @pytest.mark.parametrize("kind, name, damage", [
@@ -179,7 +192,8 @@ def test_a_damaged_cache_entry_is_rebuilt_and_stored_fingerprints_stay_one_per_a
     shutil.copy(built / "runs.db", tmp_path / "runs.db")
     monkeypatch.setenv("SOUPBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("COLUMNS", "1000")  # the log line unwrapped, as a script reading it sees it
-    victim = entry_file(tmp_path / "cache", kind, name)
+    victim = entry_file(tmp_path / "cache", kind, name, tmp_path / "runs.db")
+    assert victim.is_file()
     damage(victim)
     if damage is nudge_last_float:  # still loads, and loads to other (finite) weights
         assert all(torch.isfinite(t).all() for t in load_file(str(victim)).values())
@@ -197,3 +211,5 @@ def test_a_damaged_cache_entry_is_rebuilt_and_stored_fingerprints_stay_one_per_a
     for skill in ("math", "code"):  # one fingerprint per expert and seed
         assert len({json.loads(r[5])[skill] for r in rows}) == 1, skill
     assert cache.problem(victim.parent) is None  # the rebuilt entry is sealed: the next run loads it
+    if kind == "base":  # the fingerprint a load takes from the seal is the files' own
+        assert cache.seal_facts(victim.parent)["fingerprint"] == weights_fingerprint(victim.parent) == rows[0][4]
