@@ -13,8 +13,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from benchmark import cache, hashing, release
+from benchmark.errors import UserError
 from benchmark.micro import corpus
 from benchmark.micro.model import BUILD_VERSION, build_micro_base
+from benchmark.pretrained import first_line, load_causal_lm
 from benchmark.suite import HubBase, MicroBase, Suite
 from benchmark.taskinfo import get_skill
 from benchmark.training import Checkpoint
@@ -118,9 +120,11 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
         # The seal's check has just read every file: the fingerprint it recorded still holds.
         return _load(folder, torch.float32, device, cache.seal_facts(folder).get("fingerprint"))
     assert isinstance(spec, HubBase)
-    dtype = getattr(torch, spec.dtype)
-    model = AutoModelForCausalLM.from_pretrained(spec.model_id, revision=spec.revision, dtype=dtype).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(spec.model_id, revision=spec.revision)
+    model = load_causal_lm(spec.model_id, "suite base", spec.revision, getattr(torch, spec.dtype)).to(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.model_id, revision=spec.revision)
+    except Exception as err:  # a model without its tokenizer files cannot be evaluated
+        raise UserError(f"suite base {spec.model_id}: cannot load its tokenizer ({first_line(err)})") from err
     fingerprint = f"{spec.model_id}@{spec.revision or getattr(model.config, '_commit_hash', None) or 'main'}"
     return BaseModel(Path(spec.model_id), fingerprint, model.eval(), tokenizer)
 

@@ -31,7 +31,7 @@ from benchmark.errors import UserError
 from benchmark.hashing import files_fingerprint
 from benchmark.lora import Expert, LoraFactors
 from benchmark.method import Consumes, MergeContext, MergeMethod, ModuleWiseMethod
-from benchmark.tensor_files import check_safetensors
+from benchmark.pretrained import could_be_hub_id, first_line, load_causal_lm
 
 CARD_JSON = "soupbench_merge.json"
 CARD_README = "README.md"
@@ -116,25 +116,8 @@ def base_fingerprint(base: str, model: nn.Module) -> str:
                              if p.is_file() and (p.name == "config.json" or p.name.endswith(_WEIGHT_SUFFIXES)))
 
 
-def _could_be_hub_id(ref: str) -> bool:
-    """Whether `ref` is spelled like a hub repository id (`name` or `org/name`); a path such as
-    `/data/math` or `./math` is not, and a missing one is then a missing folder, not a bad repo id."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(ref)
-    except HFValidationError:
-        return False
-    return not ref.startswith((".", "~"))
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
-
-
 def _load_adapter(name: str, ref: str) -> Expert:
-    if Path(ref).exists() or not _could_be_hub_id(ref):
+    if Path(ref).exists() or not could_be_hub_id(ref):
         return load_expert(ref, name=name)  # a missing path is said as one: "does not exist"
     from huggingface_hub import snapshot_download  # a hub id: resolved from the local HF cache or the hub
 
@@ -142,31 +125,8 @@ def _load_adapter(name: str, ref: str) -> Expert:
         folder = snapshot_download(ref)
     except Exception as err:  # offline, unknown repo, no access: the hub library says it many ways
         raise UserError(f"adapter {name!r}: {ref} is not a folder here, nor an adapter on the hub or in its "
-                        f"local cache ({_first_line(err)})") from err
+                        f"local cache ({first_line(err)})") from err
     return load_expert(folder, name=name)
-
-
-def load_base(base: str) -> nn.Module:
-    """The base model of `soupbench merge`, or one line that says why it cannot be loaded.
-
-    A local folder is checked before transformers reads it (its config and the header of every
-    safetensors file, which is how a truncated download shows), so the message names the file."""
-    from transformers import AutoModelForCausalLM
-
-    folder = Path(base)
-    if folder.exists():
-        if not folder.is_dir():
-            raise UserError(f"--base {base} is a file; a base model is a folder (config.json and weights) or a hub id")
-        if not (folder / "config.json").is_file():
-            raise UserError(f"--base {base}: no config.json in it, so it is not a saved model folder")
-        for weights in sorted(folder.glob("*.safetensors")):
-            check_safetensors(weights, "base model weights file")
-    elif not _could_be_hub_id(base):
-        raise UserError(f"--base {base} does not exist (give a model folder or a hub id)")
-    try:
-        return AutoModelForCausalLM.from_pretrained(base, dtype="auto").eval()
-    except Exception as err:  # a hub id that is not cached offline, an architecture transformers lacks, ...
-        raise UserError(f"--base {base}: cannot load it as a causal language model ({_first_line(err)})") from err
 
 
 def method_failed(method: MergeMethod, err: Exception) -> UserError:
@@ -174,7 +134,7 @@ def method_failed(method: MergeMethod, err: Exception) -> UserError:
     overflowed): one line naming the method; the harness's own refusals pass through as they are."""
     if isinstance(err, UserError):
         return err
-    message = _first_line(err) if isinstance(err, torch.linalg.LinAlgError) else str(err)
+    message = first_line(err) if isinstance(err, torch.linalg.LinAlgError) else str(err)
     name = method.display_name
     return UserError(message if message.startswith(name) else f"method {name!r} cannot merge these adapters: {message}")
 
@@ -265,7 +225,7 @@ def merge_to_folder(
 
     experts = [_load_adapter(name, path) for name, path in pairs]  # small: read (and refused) first
     report(f"loading base {base}")
-    model = load_base(base)
+    model = load_causal_lm(base, "--base")
     try:
         tokenizer = AutoTokenizer.from_pretrained(base)
     except Exception as err:  # a missing tokenizer must not cost the merge

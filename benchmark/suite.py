@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark.errors import UserError
-from benchmark.registry import Registry
+from benchmark.micro.corpus import DOCUMENT_KINDS
+from benchmark.registry import Registry, did_you_mean
 
 
 class _Frozen(BaseModel):
@@ -56,6 +57,14 @@ class MicroBase(_Frozen):
     warmup_steps: int = Field(100, ge=0)
     precision: Precision = "float32"
     seed: int = 0
+
+    @field_validator("corpus_mix")
+    @classmethod
+    def _known_kinds(cls, mix: dict[str, float]) -> dict[str, float]:
+        for kind in sorted(set(mix) - set(DOCUMENT_KINDS)):
+            raise ValueError(f"unknown document kind {kind!r}.{did_you_mean(kind, DOCUMENT_KINDS)} "
+                             f"Known: {', '.join(sorted(DOCUMENT_KINDS))}")
+        return mix
 
 
 class HubBase(_Frozen):

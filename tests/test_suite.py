@@ -33,6 +33,8 @@ def test_the_embedded_micro_suite_loads():
     ({**TINY_SUITE, "colour": "red"}, "colour"),
     ({**TINY_SUITE, "skills": [{"name": "math"}, {"name": "math"}]}, "skill names repeat"),
     ({**TINY_SUITE, "tasks": []}, "at least one task"),
+    ({**TINY_SUITE, "base": {**TINY_SUITE["base"], "corpus_mix": {"manual_entri": 0.5}}},
+     r"base\.micro\.corpus_mix: .*Did you mean 'manual_entry'\?"),
 ])
 def test_bad_suite_files_are_refused_clearly(tmp_path, content, message):
     with pytest.raises(SuiteError, match=message):
@@ -136,3 +138,12 @@ def test_a_suite_file_that_is_not_text_is_named_in_one_line(tmp_path):
     errors = [line for line in yaml_error.output.splitlines() if line.startswith("error:")]
     assert yaml_error.exit_code == 2 and len(errors) == 1 and "line 1, column" in errors[0]
     assert not (tmp_path / "r.db").exists()
+
+
+def test_a_hub_base_that_is_not_there_is_one_line(tmp_path):
+    content = {**TINY_SUITE, "base": {"kind": "hub", "model_id": str(tmp_path / "no-such-model")}}
+    result = CliRunner().invoke(app, ["run", "--suite", write(tmp_path, content), "--method", "base",
+                                      "--task", "math", "--db", str(tmp_path / "r.db")])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert f"suite base {tmp_path / 'no-such-model'} does not exist" in errors[0]
