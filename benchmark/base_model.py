@@ -111,9 +111,9 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
                 f"(micro's size: about 90 minutes on 2 CPU cores in float32; an interrupted build resumes "
                 f"from {checkpoint.path.parent})")
             warn_slow_precision(spec.precision, device, log)
-            shutil.rmtree(folder, ignore_errors=True)
-            build_micro_base(spec, folder, _format_samples(suite), progress, device, checkpoint)
-            cache.mark_complete(folder, facts={"fingerprint": weights_fingerprint(folder)})
+            staging = cache.staging_dir(folder)
+            build_micro_base(spec, staging, _format_samples(suite), progress, device, checkpoint)
+            cache.publish(staging, folder, facts={"fingerprint": weights_fingerprint(staging)})
             shutil.rmtree(checkpoint.path.parent, ignore_errors=True)
         else:
             log(f"base from the cache ({folder})")

@@ -65,6 +65,34 @@ def mark_complete(folder: Path, facts: dict[str, Any] | None = None) -> None:
     os.replace(partial, folder / MARKER)  # a crash while sealing leaves the entry unsealed, not half sealed
 
 
+def staging_dir(folder: Path) -> Path:
+    """An empty folder beside `folder`, this process's own, to write an entry into (see `publish`)."""
+    staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, folder: Path, facts: dict[str, Any] | None = None) -> None:
+    """Seal the entry written in `staging` and move it to `folder` in one rename.
+
+    Another runner on the same cache then sees no entry or a whole sealed one, never files being
+    written (which its check would take for a damaged entry). When another runner published the
+    same entry first, that one is kept and this one dropped: both were built from one recipe.
+    """
+    mark_complete(staging, facts)
+    try:
+        os.rename(staging, folder)
+        return
+    except OSError:  # `folder` exists: another runner's entry, or an unsealed leftover of a crash
+        pass
+    if is_complete(folder) and problem(folder) is None:
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    os.rename(staging, folder)
+
+
 def seal_facts(folder: Path) -> dict[str, Any]:
     """The facts the entry was sealed with; {} for an entry sealed without any (or by an older SoupBench).
     Meaningful only once `usable` (or `problem`) has passed on the entry."""

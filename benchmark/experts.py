@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 
 from benchmark import cache, release
@@ -56,14 +55,14 @@ def prepare_experts(
         else:
             folder = cache.cache_dir("experts", key)
             if not cache.usable(folder, f"expert {skill} (seed {seed})", log):
-                shutil.rmtree(folder, ignore_errors=True)
                 progress = progress_factory(f"expert {skill} (seed {seed})") if progress_factory else None
                 model = train_lora(base.fresh(), data[skill], base.tokenizer, suite.expert, seed, progress)
                 # Name the base by its content, not by the cache path it was loaded from: the same
                 # expert trained on two machines then has the same files (and fingerprint).
                 for config in model.peft_config.values():
                     config.base_model_name_or_path = base.fingerprint
-                model.save_pretrained(folder, save_embedding_layers=False)
-                cache.mark_complete(folder)
+                staging = cache.staging_dir(folder)
+                model.save_pretrained(staging, save_embedding_layers=False)
+                cache.publish(staging, folder)
         experts.append(load_expert(folder, name=skill, base_model=base.model))
     return experts

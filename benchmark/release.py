@@ -160,10 +160,10 @@ def reference_db_url(root: Path | None = None, log: Callable[[str], None] = lamb
         return f"sqlite:///{shipped.resolve()}"
     folder = cache.cache_dir("reference", reference["sha256"][:16])
     if not cache.usable(folder, "the release's reference results", log):  # unpacked once, beside other built things
-        folder.mkdir(parents=True, exist_ok=True)
-        with gzip.open(shipped, "rb") as source, (folder / REFERENCE_DB).open("wb") as sink:
+        staging = cache.staging_dir(folder)
+        with gzip.open(shipped, "rb") as source, (staging / REFERENCE_DB).open("wb") as sink:
             shutil.copyfileobj(source, sink)
-        cache.mark_complete(folder)
+        cache.publish(staging, folder)
     return f"sqlite:///{(folder / REFERENCE_DB).resolve()}"
 
 

@@ -103,6 +103,48 @@ def test_an_entry_sealed_by_an_older_soupbench_is_checked_then_sealed_in_full(tm
         assert len(said) == 1 and "has a broken" in said[0] and not old.exists()
 
 
+WRITER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from benchmark import cache
+for i in range(int(sys.argv[3])):
+    folder = Path(sys.argv[2]) / f"entry-{i}"
+    staging = cache.staging_dir(folder)
+    for n in range(3):
+        (staging / f"part-{n}.bin").write_bytes(bytes([n]) * 200_000)
+    cache.publish(staging, folder)
+    assert cache.problem(folder) is None, (folder, cache.problem(folder))  # what a reader sees
+"""
+
+
+def test_runners_that_build_the_same_entries_at_once_publish_each_whole_once(tmp_path):
+    """Two processes build the same 30 entries at the same time, as two runners on one cache do:
+    each sees every entry whole and sealed right after publishing it, and nothing half-built is left."""
+    import subprocess
+    import sys
+
+    repo = str(Path(__file__).resolve().parent.parent)
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, repo, str(tmp_path), "30"]) for _ in range(2)]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    entries = sorted(tmp_path.iterdir())
+    assert [e.name for e in entries] == sorted(f"entry-{i}" for i in range(30))  # no .partial-* left
+    for entry in entries:
+        assert cache.problem(entry) is None and sorted(p.name for p in entry.iterdir()) == [
+            cache.MARKER, "part-0.bin", "part-1.bin", "part-2.bin"]
+
+
+def test_an_unsealed_leftover_is_replaced_when_the_entry_is_published(tmp_path):
+    folder = tmp_path / "entry"
+    folder.mkdir()
+    (folder / "half-written.bin").write_bytes(b"\0" * 10)  # a crash of a writer before the seal
+    staging = cache.staging_dir(folder)
+    (staging / "whole.bin").write_bytes(b"\1" * 10)
+    cache.publish(staging, folder, facts={"fingerprint": "sha256:abc"})
+    assert sorted(p.name for p in folder.iterdir()) == [cache.MARKER, "whole.bin"] and not staging.exists()
+    assert cache.seal_facts(folder) == {"fingerprint": "sha256:abc"}
+
+
 def test_a_truncated_trained_merge_is_found_before_it_is_loaded(tmp_path):
     folder = tmp_path / "merges" / "key"
     factors = LoraFactors(A=torch.ones(2, 4), B=torch.ones(3, 2), scale=0.5)
