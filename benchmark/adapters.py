@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from benchmark.errors import UserError
 from benchmark.lora import Expert, LoraFactors, lora_scale
+from benchmark.tensor_files import non_finite, read_json_object, read_safetensors, read_torch_state
 
 CONFIG_NAME = "adapter_config.json"
 SAFETENSORS_NAME = "adapter_model.safetensors"
@@ -58,7 +60,7 @@ _BASE_REWRITING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")
 _VOLATILE = {"peft_version", "inference_mode", "runtime_config", "revision", "auto_mapping"}
 
 
-class AdapterMismatchError(ValueError):
+class AdapterMismatchError(UserError):
     """An adapter that does not fit the base model it is applied to."""
 
 
@@ -88,13 +90,13 @@ def check_supported(config: Mapping[str, Any], adapter: str) -> None:
     """Refuse adapters whose effect is not `scale * B @ A` on Linear/Conv1D weights."""
     peft_type = str(config.get("peft_type", "LORA")).upper()
     if peft_type != "LORA":
-        raise ValueError(f"adapter {adapter!r}: peft_type {peft_type} is not supported (only plain LoRA is)")
+        raise UserError(f"adapter {adapter!r}: peft_type {peft_type} is not supported (only plain LoRA is)")
     for key, in_use in _UNSUPPORTED.items():
         if in_use(config.get(key)):
-            raise ValueError(f"adapter {adapter!r}: LoRA feature {key}={config[key]!r} is not supported")
+            raise UserError(f"adapter {adapter!r}: LoRA feature {key}={config[key]!r} is not supported")
     init = config.get("init_lora_weights", True)
     if isinstance(init, str) and init.lower().startswith(_BASE_REWRITING_INITS):
-        raise ValueError(
+        raise UserError(
             f"adapter {adapter!r}: init_lora_weights={init!r} rewrites the base weights; convert the adapter "
             "to plain LoRA (save_pretrained(path_initial_model_for_weight_conversion=...)) first"
         )
@@ -131,16 +133,16 @@ def _factors_from_state(
     for key, tensor in tensors.items():
         match = _KEY.match(key)
         if match is None:
-            raise ValueError(f"adapter {adapter!r}: weight {key!r} is not a LoRA factor of a Linear layer "
+            raise UserError(f"adapter {adapter!r}: weight {key!r} is not a LoRA factor of a Linear layer "
                              "(unsupported)")
         pairs.setdefault(match["module"], {})[match["factor"]] = tensor
     modules: dict[str, LoraFactors] = {}
     for module, pair in pairs.items():
         if set(pair) != {"A", "B"}:
-            raise ValueError(f"adapter {adapter!r}: module {module!r} lacks lora_{({'A', 'B'} - set(pair)).pop()}")
+            raise UserError(f"adapter {adapter!r}: module {module!r} lacks lora_{({'A', 'B'} - set(pair)).pop()}")
         rank, alpha = module_rank_alpha(config, module)
         if pair["A"].shape[0] != rank:
-            raise ValueError(
+            raise UserError(
                 f"adapter {adapter!r}: module {module!r} has rank {pair['A'].shape[0]} in its weights but {rank} "
                 "by its config (r / rank_pattern)"
             )
@@ -149,21 +151,46 @@ def _factors_from_state(
     return modules
 
 
+def _check_config_fields(config: Mapping[str, Any], adapter: str, config_file: Path) -> None:
+    """The fields `delta = scale * B @ A` is computed from, with their types (a KeyError deep in
+    the scale computation would name neither the adapter nor the file)."""
+    for key in ("r", "lora_alpha"):
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise UserError(f"adapter {adapter!r}: {config_file} has {key}={value!r}; a LoRA config needs a "
+                            f"positive number there")
+
+
 def load_expert(path: str | Path, name: str | None = None, base_model: nn.Module | None = None) -> Expert:
-    """Read a PEFT LoRA folder into an `Expert` (checked against `base_model` when given)."""
+    """Read a PEFT LoRA folder into an `Expert` (checked against `base_model` when given).
+
+    Whatever is wrong with the folder is a `UserError` that names the file: no such folder, a
+    config that is not JSON, a truncated weights file, factors with NaN or inf values (refused
+    here, where the adapter is named, rather than found in a merge that would blame the method).
+    """
     path = Path(path)
     name = name or path.name
+    if not path.is_dir():
+        what = "is a file, not an adapter folder" if path.exists() else "does not exist"
+        raise UserError(f"adapter {name!r}: {path} {what} (an adapter is a PEFT folder with {CONFIG_NAME})")
     config_file = path / CONFIG_NAME
     if not config_file.is_file():
-        raise FileNotFoundError(f"adapter {name!r}: no {CONFIG_NAME} in {path}")
-    config = json.loads(config_file.read_text())
+        raise UserError(f"adapter {name!r}: no {CONFIG_NAME} in {path}")
+    config = read_json_object(config_file, f"adapter {name!r}: config")
+    _check_config_fields(config, name, config_file)
     check_supported(config, name)
     if (path / SAFETENSORS_NAME).is_file():
-        tensors = load_file(str(path / SAFETENSORS_NAME))
+        weights_file = path / SAFETENSORS_NAME
+        tensors = read_safetensors(weights_file, f"adapter {name!r}: weights file")
     elif (path / BIN_NAME).is_file():
-        tensors = torch.load(path / BIN_NAME, map_location="cpu", weights_only=True)
+        weights_file = path / BIN_NAME
+        tensors = read_torch_state(weights_file, f"adapter {name!r}: weights file")
     else:
-        raise FileNotFoundError(f"adapter {name!r}: neither {SAFETENSORS_NAME} nor {BIN_NAME} in {path}")
+        raise UserError(f"adapter {name!r}: neither {SAFETENSORS_NAME} nor {BIN_NAME} in {path}")
+    bad = non_finite(tensors)
+    if bad is not None:
+        raise UserError(f"adapter {name!r}: {weights_file} holds {bad[1]} values (in {bad[0]}); an adapter's "
+                        "factors must be finite")
     expert = Expert(
         name=name,
         modules=_factors_from_state(config, tensors, name),
@@ -225,15 +252,17 @@ def check_compatible(expert: Expert, base_model: nn.Module, declared_base: str |
         layer = target_layer(base_model, module)
         if layer is None:
             raise AdapterMismatchError(
-                f"adapter {expert.name!r}: module {module!r} does not exist in the base model"
+                f"adapter {expert.name!r} does not fit the base: module {module!r} does not exist in the base model"
             )
         if not isinstance(layer, (nn.Linear, Conv1D)):
             raise AdapterMismatchError(
-                f"adapter {expert.name!r}: module {module!r} is a {type(layer).__name__}, not Linear or Conv1D"
+                f"adapter {expert.name!r} does not fit the base: module {module!r} is a {type(layer).__name__}, "
+                "not Linear or Conv1D"
             )
         if dense_shape(layer) != factors.shape:
             raise AdapterMismatchError(
-                f"adapter {expert.name!r}: module {module!r} has delta shape (out, in) = {factors.shape} but the "
+                f"adapter {expert.name!r} does not fit the base: module {module!r} has delta shape (out, in) = "
+                f"{factors.shape} but the "
                 f"base model's weight is {dense_shape(layer)}"
             )
 

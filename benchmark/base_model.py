@@ -13,10 +13,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from benchmark import cache, hashing, release
+from benchmark.errors import UserError
 from benchmark.micro import corpus
 from benchmark.micro.model import BUILD_VERSION, build_micro_base
+from benchmark.pretrained import first_line, load_causal_lm
 from benchmark.suite import HubBase, MicroBase, Suite
-from benchmark.taskinfo import TASKS
+from benchmark.taskinfo import get_skill
 from benchmark.training import Checkpoint
 
 
@@ -40,7 +42,7 @@ def _format_samples(suite: Suite) -> list[str]:
     reuses its skills' labels)."""
     samples = []
     for name in suite.skill_names:
-        for doc in TASKS.get(name).build_eval(20, suite.data_seed):
+        for doc in get_skill(name).build_eval(20, suite.data_seed):
             samples.append(doc["prompt"] + doc["target"])
     return samples
 
@@ -103,23 +105,26 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
                 return _load(released, torch.float32, device)
         key = build_key(recipe_hash, device)
         folder = cache.cache_dir("base", key)
-        if not cache.is_complete(folder):
+        if not cache.usable(folder, f"base {recipe_hash}", log):
             checkpoint = Checkpoint(cache.cache_dir("base-checkpoints", key) / "pretraining.pt")
             log(f"no released base for this recipe ({recipe_hash}): pretraining it here, once, then cached "
                 f"(micro's size: about 90 minutes on 2 CPU cores in float32; an interrupted build resumes "
                 f"from {checkpoint.path.parent})")
             warn_slow_precision(spec.precision, device, log)
-            shutil.rmtree(folder, ignore_errors=True)
-            build_micro_base(spec, folder, _format_samples(suite), progress, device, checkpoint)
-            cache.mark_complete(folder)
+            staging = cache.staging_dir(folder)
+            build_micro_base(spec, staging, _format_samples(suite), progress, device, checkpoint)
+            cache.publish(staging, folder, facts={"fingerprint": weights_fingerprint(staging)})
             shutil.rmtree(checkpoint.path.parent, ignore_errors=True)
         else:
             log(f"base from the cache ({folder})")
-        return _load(folder, torch.float32, device)
+        # The seal's check has just read every file: the fingerprint it recorded still holds.
+        return _load(folder, torch.float32, device, cache.seal_facts(folder).get("fingerprint"))
     assert isinstance(spec, HubBase)
-    dtype = getattr(torch, spec.dtype)
-    model = AutoModelForCausalLM.from_pretrained(spec.model_id, revision=spec.revision, dtype=dtype).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(spec.model_id, revision=spec.revision)
+    model = load_causal_lm(spec.model_id, "suite base", spec.revision, getattr(torch, spec.dtype)).to(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.model_id, revision=spec.revision)
+    except Exception as err:  # a model without its tokenizer files cannot be evaluated
+        raise UserError(f"suite base {spec.model_id}: cannot load its tokenizer ({first_line(err)})") from err
     fingerprint = f"{spec.model_id}@{spec.revision or getattr(model.config, '_commit_hash', None) or 'main'}"
     return BaseModel(Path(spec.model_id), fingerprint, model.eval(), tokenizer)
 
@@ -139,8 +144,8 @@ def weights_fingerprint(folder: Path) -> str:
     return hashing.files_fingerprint(base_files(folder))
 
 
-def _load(folder: Path, dtype: torch.dtype, device: str) -> BaseModel:
-    fingerprint = weights_fingerprint(folder)
+def _load(folder: Path, dtype: torch.dtype, device: str, fingerprint: str | None = None) -> BaseModel:
+    fingerprint = fingerprint or weights_fingerprint(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return BaseModel(folder, fingerprint, model, tokenizer)

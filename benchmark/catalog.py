@@ -23,8 +23,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from benchmark.errors import UserError
 from benchmark.method import MergeMethod
-from benchmark.registry import Registry
+from benchmark.registry import Registry, did_you_mean
 
 ENTRY_POINT_GROUP = "soupbench.methods"
 EXPERT_PREFIX = "expert-"
@@ -89,7 +90,7 @@ def load_method_file(
     """Import one user .py file and register the methods it defines (in the global registry by default)."""
     path = Path(path).resolve()
     if not path.is_file() or path.suffix != ".py":
-        raise FileNotFoundError(f"method file {path} does not exist or is not a .py file")
+        raise UserError(f"method file {path} does not exist or is not a .py file")
     # A stable module name per path: loading the same file twice reuses the module (and classes).
     module_name = f"soupbench_user_methods_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
     module = sys.modules.get(module_name)
@@ -106,7 +107,7 @@ def load_method_file(
             raise
     found = methods_in_module(module)
     if not found:
-        raise ValueError(f"method file {path} defines no MergeMethod subclass with a `name`")
+        raise UserError(f"method file {path} defines no MergeMethod subclass with a `name`")
     target = into if into is not None else registry()
     for cls in found:
         _add(target, cls, str(path))
@@ -131,7 +132,8 @@ def _describe_validation(name: str, error: ValidationError, accepted: list[str])
     problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(params)"
-        problems.append(f"{key!r}: {item['msg']}")
+        hint = did_you_mean(key, accepted) if item["type"] == "extra_forbidden" else ""
+        problems.append(f"{key!r}: {item['msg']}.{hint}" if hint else f"{key!r}: {item['msg']}")
     accepted_text = ", ".join(accepted) or "(none)"
     return f"method {name!r}: bad parameter {'; '.join(problems)}. Accepted parameters: {accepted_text}"
 
@@ -143,7 +145,7 @@ def create_method(
     """Instantiate a method by name with validated parameters.
 
     `expert-<skill>` becomes SingleExpert(skill=...), and the skill must be one of `skills` when
-    those are given. Invalid parameters raise ValueError naming the method and the bad key.
+    those are given. Invalid parameters raise UserError naming the method and the bad key.
     """
     params = dict(params or {})
     cls = get_method_class(name, into)
@@ -151,14 +153,17 @@ def create_method(
         if name.startswith(EXPERT_PREFIX):
             skill = name[len(EXPERT_PREFIX):]
             if params.setdefault("skill", skill) != skill:
-                raise ValueError(f"method {name!r}: parameter skill={params['skill']!r} contradicts the name")
+                raise UserError(f"method {name!r}: parameter skill={params['skill']!r} contradicts the name")
         if skills is not None and "skill" in params and params["skill"] not in skills:
             known = ", ".join(skills) or "(none)"
-            raise ValueError(f"method {name!r}: unknown skill {params['skill']!r}; skills of this suite: {known}")
+            hint = did_you_mean(params["skill"], skills)
+            if hint and name.startswith(EXPERT_PREFIX):  # say it as the name the user typed
+                hint = did_you_mean(name, [f"{EXPERT_PREFIX}{skill}" for skill in skills])
+            raise UserError(f"method {name!r}: unknown skill {params['skill']!r}.{hint} Skills of this suite: {known}")
     try:
         validated = cls.Params(**params)
     except ValidationError as exc:
-        raise ValueError(_describe_validation(name, exc, list(cls.Params.model_fields))) from None
+        raise UserError(_describe_validation(name, exc, list(cls.Params.model_fields))) from None
     return cls(validated)
 
 

@@ -5,16 +5,45 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+from benchmark.errors import UserError
+
 console = Console(stderr=True)
 out = Console()
+
+
+class OneLineErrors(TyperGroup):
+    """Bad input, from any command, said in one place: `error: <message>` on one line and exit code 2
+    (benchmark.errors.UserError), with the traceback only under `soupbench --debug`. Commands raise;
+    none of them catches and prints on its own."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as err:
+            if ctx.params.get("debug"):
+                raise
+            _fail(str(err))
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[bool, typer.Option(
+        "--debug", envvar="SOUPBENCH_DEBUG",
+        help="Show the full traceback of an error instead of its one line.")] = False,
+) -> None:
+    pass
 
 
 class Listable(str, enum.Enum):
@@ -42,7 +71,8 @@ def _quiet_libraries() -> None:
 
 def _fail(message: str) -> None:
     # One line however long (scripts grep it), and the message is text, not rich markup.
-    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 
@@ -53,8 +83,10 @@ def _load_method_files(paths: list[Path] | None) -> None:
     for path in paths or []:
         try:
             catalog.load_method_file(path)
-        except Exception as err:  # a broken user file: say which and why, no traceback
-            _fail(f"method file {path}: {type(err).__name__}: {err}")
+        except UserError:
+            raise
+        except Exception as err:  # a broken user file (any error of its own code): say which and why
+            raise UserError(f"method file {path}: {type(err).__name__}: {err}") from err
 
 
 @app.command()
@@ -68,38 +100,25 @@ def run(
         help="A .py file defining MergeMethod subclasses to register (repeatable).")] = None,
 ) -> None:
     """Run the grid (methods x tasks x seeds), skipping stored cells, then print the results table."""
-    from benchmark.errors import UserError
     from benchmark.storage import check_writable, open_store, resolve_db_url
 
     url = resolve_db_url(db)
-    try:  # first: a database that cannot take the results is refused before any work
-        check_writable(url)
-    except UserError as err:
-        _fail(str(err))
+    check_writable(url)  # first: a database that cannot take the results is refused before any work
     from benchmark.progress import RichReporter
-    from benchmark.release import ReleaseIntegrityError
     from benchmark.results import format_records, open_readonly
-    from benchmark.runner import run_grid
-    from benchmark.suite import SuiteError, load_suite
-    from benchmark.registry import UnknownNameError
+    from benchmark.runner import check_names, run_grid
+    from benchmark.suite import load_suite
 
     _load_method_files(method_file)
-    try:
-        spec = load_suite(suite)
-    except (SuiteError, UnknownNameError) as err:
-        _fail(str(err))
+    spec = load_suite(suite)
     _quiet_libraries()
     if seeds > len(spec.seeds):
-        _fail(f"--seeds {seeds}: suite {spec.name!r} lists only {len(spec.seeds)} seeds {list(spec.seeds)}")
-    try:
-        store = open_store(url)
-    except UserError as err:
-        _fail(str(err))
+        raise UserError(f"--seeds {seeds}: suite {spec.name!r} lists only {len(spec.seeds)} seeds {list(spec.seeds)}")
+    check_names(spec, method, task)  # before the database is opened: a typo writes nothing
+    store = open_store(url)
     try:
         with RichReporter(console) as reporter:
             summary = run_grid(spec, store, methods=method, tasks=task, seeds=list(spec.seeds[:seeds]), reporter=reporter)
-    except (ValueError, UnknownNameError, ReleaseIntegrityError) as err:
-        _fail(str(err))
     finally:
         store.close()
     elsewhere = f", {summary.elsewhere} being computed by another runner" if summary.elsewhere else ""
@@ -132,39 +151,29 @@ def release(
     import tempfile
 
     from benchmark.progress import RichReporter
-    from benchmark.registry import UnknownNameError
-    from benchmark.release import ReleaseIntegrityError, load_release, release_dir
+    from benchmark.release import load_release, release_dir
     from benchmark.release_build import build_release, check_rebuild
-    from benchmark.suite import SuiteError, load_suite
+    from benchmark.suite import load_suite
 
-    try:
-        spec = load_suite(suite)
-    except (SuiteError, UnknownNameError) as err:
-        _fail(str(err))
+    spec = load_suite(suite)
     _quiet_libraries()
     folder = into or release_dir()
     if check is None:
-        try:
-            with RichReporter(console) as reporter:
-                manifest = build_release(spec, folder, reporter)
-        except (ValueError, RuntimeError) as err:
-            _fail(str(err))
+        with RichReporter(console) as reporter:
+            manifest = build_release(spec, folder, reporter)
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         console.print(f"released {spec.name} into {folder}: base {manifest['base']['fingerprint']}, "
                       f"{len(manifest['experts'])} experts, {manifest['reference']['cells']} reference cells, "
                       f"{size / 2**20:.1f} MiB")
         return
-    try:
-        shipped = load_release(folder)
-        if shipped is None:
-            _fail(f"no release at {folder} (build one with `soupbench release {suite}`)")
-        os.environ["SOUPBENCH_RELEASE"] = str(folder)
-        with tempfile.TemporaryDirectory(prefix="soupbench-rebuild-") as scratch:
-            os.environ["SOUPBENCH_CACHE"] = scratch  # an empty cache: every artifact is rebuilt
-            with RichReporter(console) as reporter:
-                rows = check_rebuild(spec, shipped, check.value, reporter)
-    except (ValueError, ReleaseIntegrityError) as err:
-        _fail(str(err))
+    shipped = load_release(folder)
+    if shipped is None:
+        raise UserError(f"no release at {folder} (build one with `soupbench release {suite}`)")
+    os.environ["SOUPBENCH_RELEASE"] = str(folder)
+    with tempfile.TemporaryDirectory(prefix="soupbench-rebuild-") as scratch:
+        os.environ["SOUPBENCH_CACHE"] = scratch  # an empty cache: every artifact is rebuilt
+        with RichReporter(console) as reporter:
+            rows = check_rebuild(spec, shipped, check.value, reporter)
     table = Table("artifact", "released", "rebuilt here", "bit for bit")
     for name, released, rebuilt, same in rows:
         table.add_row(name, released, rebuilt, "yes" if same else "[red]no[/red]")
@@ -188,25 +197,17 @@ def merge(
     method_file: Annotated[Optional[list[Path]], typer.Option(help="A .py file defining MergeMethod subclasses (repeatable).")] = None,
 ) -> None:
     """Merge LoRA adapters into a base model and write it (with tokenizer and card) to --out."""
-    from benchmark.adapters import AdapterMismatchError
-    from benchmark.contract import PluginContractError
     from benchmark.merge_tool import merge_to_folder, parse_param, parse_weights
-    from benchmark.registry import UnknownNameError
 
     _load_method_files(method_file)
-    try:
-        params = dict(parse_param(p) for p in param or [])
-        if weights is not None:
-            if "weights" in params:
-                _fail("give the weights either with --weights or with --param weights=..., not both")
-            params["weights"] = parse_weights(weights)
-        card = merge_to_folder(base, adapter, method, out, params, seed=seed, as_adapter=as_adapter,
-                               ignore_declared_base=ignore_declared_base, overwrite=overwrite,
-                               report=lambda message: console.print(message, highlight=False))
-    except AdapterMismatchError as err:
-        _fail(f"adapter does not fit the base: {err}")
-    except (ValueError, UnknownNameError, FileNotFoundError, PluginContractError) as err:
-        _fail(str(err))
+    params = dict(parse_param(p) for p in param or [])
+    if weights is not None:
+        if "weights" in params:
+            raise UserError("give the weights either with --weights or with --param weights=..., not both")
+        params["weights"] = parse_weights(weights)
+    card = merge_to_folder(base, adapter, method, out, params, seed=seed, as_adapter=as_adapter,
+                           ignore_declared_base=ignore_declared_base, overwrite=overwrite,
+                           report=lambda message: console.print(message, highlight=False))
     kind = "a LoRA adapter" if card["output"] == "adapter" else "a model"
     rank = card["output_rank"] if card["output_rank"] is not None else "dense"
     console.print(f"merged {len(card['adapters'])} adapters with {card['method']} into {kind} at {out} "
@@ -294,7 +295,7 @@ def validate(
     reader.close()
     empty = [name for name, primary in by_build.items() if not primary]
     if empty:
-        _fail(f"no stored runs for suite {', '.join(map(repr, empty))}; run `soupbench run --suite ...` first")
+        raise UserError(f"no stored runs for suite {', '.join(map(repr, empty))}; run `soupbench run --suite ...` first")
     ok = True
     for spec in specs:
         report = assess(by_build[spec.name], [TASKS.get(t) for t in spec.tasks])
@@ -345,14 +346,11 @@ def leaderboard(
     """
     import os
 
-    from benchmark.release import ReleaseIntegrityError, reference_db_url
+    from benchmark.release import reference_db_url
     from benchmark.results import open_readonly
     from benchmark.storage import DB_ENV_VAR, DEFAULT_DB_FILE, resolve_db_url
 
-    try:
-        reference_url = reference_db_url() if reference else None
-    except ReleaseIntegrityError as err:
-        _fail(str(err))
+    reference_url = reference_db_url(log=console.print) if reference else None
     own = db is not None or bool(os.environ.get(DB_ENV_VAR)) or Path(DEFAULT_DB_FILE).is_file()
     url = resolve_db_url(db)
     try:  # fail here, in the terminal, rather than on a web page nobody has opened yet

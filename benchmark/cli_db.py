@@ -1,7 +1,8 @@
 """`soupbench db ...`: what schema a results database holds, and upgrading an older one.
 
 Kept apart from `benchmark.cli` (which registers it) because it needs none of the runner: it
-imports only storage, and answers in a second.
+imports only storage, and answers in a second. Bad input raises `UserError`, which the `soupbench`
+group prints as one line (benchmark.cli.OneLineErrors).
 """
 
 from __future__ import annotations
@@ -10,32 +11,21 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 db_app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console(stderr=True)
 out = Console()
 DbOption = Annotated[Optional[str], typer.Option(help="Database URL or SQLite path.")]
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
-    raise typer.Exit(2)
 
 
 @db_app.command()
 def status(db: DbOption = None) -> None:
     """The database's schema revision and this SoupBench's; exits 1 when it needs `db upgrade`."""
     from benchmark.database import open_engine, shown
-    from benchmark.errors import UserError
     from benchmark.schema_version import inspect_schema
     from benchmark.storage import resolve_db_url
 
     url = resolve_db_url(db)
-    try:
-        engine = open_engine(url, readonly=True)
-    except UserError as err:
-        _fail(str(err))
+    engine = open_engine(url, readonly=True)
     with engine.connect() as connection:
         state = inspect_schema(connection)
     engine.dispose()
@@ -54,21 +44,18 @@ def upgrade(db: DbOption = None) -> None:
     """Upgrade a database made by an older SoupBench to this one's schema, in one transaction."""
     from benchmark import schema_version
     from benchmark.database import open_engine, shown
-    from benchmark.errors import UserError
     from benchmark.storage import resolve_db_url
 
     url = resolve_db_url(db)
+    open_engine(url, readonly=True).dispose()  # it exists and is readable: an upgrade never creates one
+    engine = open_engine(url, readonly=False)
     try:
-        open_engine(url, readonly=True).dispose()  # it exists and is readable: an upgrade never creates one
-        engine = open_engine(url, readonly=False)
-        try:
-            before, now = schema_version.upgrade(engine, shown(url))
-        finally:
-            engine.dispose()
-    except UserError as err:
-        _fail(str(err))
+        before, now = schema_version.upgrade(engine, shown(url))
+    finally:
+        engine.dispose()
     if before.state == "current":
-        out.print(f"{shown(url)} is already at schema revision {now}: nothing to do", highlight=False)
+        out.print(f"{shown(url)} is already at schema revision {now}: nothing to do", soft_wrap=True,
+                  highlight=False)
     else:
         out.print(f"upgraded {shown(url)} from {before.describe()} to schema revision {now}",
                   soft_wrap=True, highlight=False)

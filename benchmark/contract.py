@@ -20,6 +20,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from benchmark.adapters import dense_shape, target_layer
+from benchmark.errors import UserError
 from benchmark.lora import Expert, LoraFactors
 from benchmark.method import Delta, MergeMethod, MergeResult
 
@@ -28,8 +29,10 @@ from benchmark.method import Delta, MergeMethod, MergeResult
 Reference = nn.Module | Sequence[Expert] | Mapping[str, tuple[int, int]]
 
 
-class PluginContractError(RuntimeError):
-    """A merge method returned something the harness cannot use; the message names the method."""
+class PluginContractError(UserError, RuntimeError):
+    """A merge method returned something the harness cannot use; the message names the method.
+
+    A UserError: the method is the user's (a plugin file), and the message says what to fix in it."""
 
 
 def describe_method(method: MergeMethod | str) -> str:

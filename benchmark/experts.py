@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 
 from benchmark import cache, release
@@ -10,7 +9,7 @@ from benchmark.adapters import load_expert
 from benchmark.base_model import BaseModel
 from benchmark.lora import Expert
 from benchmark.suite import Suite
-from benchmark.taskinfo import TASKS
+from benchmark.taskinfo import get_skill
 from benchmark.training import Progress, train_lora
 
 # Bump when expert training changes in a way the recipe's fields do not capture.
@@ -21,9 +20,7 @@ def skill_training_data(suite: Suite) -> dict[str, list[dict]]:
     """Each skill's training examples, deterministic given the suite's data seed."""
     data = {}
     for skill in suite.skills:
-        info = TASKS.get(skill.name)
-        if info.build_train is None:
-            raise ValueError(f"skill {skill.name!r}: its task folder has no training-data builder")
+        info = get_skill(skill.name)
         data[skill.name] = info.build_train(skill.train_size, suite.data_seed, **suite.task_options.get(skill.name, {}))
     return data
 
@@ -57,15 +54,15 @@ def prepare_experts(
             log(f"expert {skill} (seed {seed}) from the release ({folder})")
         else:
             folder = cache.cache_dir("experts", key)
-            if not cache.is_complete(folder):
-                shutil.rmtree(folder, ignore_errors=True)
+            if not cache.usable(folder, f"expert {skill} (seed {seed})", log):
                 progress = progress_factory(f"expert {skill} (seed {seed})") if progress_factory else None
                 model = train_lora(base.fresh(), data[skill], base.tokenizer, suite.expert, seed, progress)
                 # Name the base by its content, not by the cache path it was loaded from: the same
                 # expert trained on two machines then has the same files (and fingerprint).
                 for config in model.peft_config.values():
                     config.base_model_name_or_path = base.fingerprint
-                model.save_pretrained(folder, save_embedding_layers=False)
-                cache.mark_complete(folder)
+                staging = cache.staging_dir(folder)
+                model.save_pretrained(staging, save_embedding_layers=False)
+                cache.publish(staging, folder)
         experts.append(load_expert(folder, name=skill, base_model=base.model))
     return experts

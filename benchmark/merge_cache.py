@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +60,11 @@ def save(folder: Path, result: MergeResult, cost: dict[str, Any]) -> MergeResult
             scales[module] = float(delta.scale)
         else:
             tensors[f"{module}.delta"] = delta.detach().cpu().contiguous()
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = cache.staging_dir(folder)
     save_file(tensors, str(staging / TENSORS))
     (staging / META).write_text(json.dumps({"output_rank": result.output_rank, "info": _jsonable(result.info),
                                             "scales": scales, "cost": cost}, indent=1, sort_keys=True))
-    cache.mark_complete(staging)
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
+    cache.publish(staging, folder)
     return MergeResult(deltas=deltas, output_rank=result.output_rank, info=result.info)
 
 

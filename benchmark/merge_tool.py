@@ -27,16 +27,18 @@ from benchmark import catalog
 from benchmark.adapters import AdapterMismatchError, check_compatible, load_expert, save_lora_as_peft
 from benchmark.apply import apply_deltas
 from benchmark.contract import check_merge_result
+from benchmark.errors import UserError
 from benchmark.hashing import files_fingerprint
 from benchmark.lora import Expert, LoraFactors
 from benchmark.method import Consumes, MergeContext, MergeMethod, ModuleWiseMethod
+from benchmark.pretrained import could_be_hub_id, first_line, load_causal_lm
 
 CARD_JSON = "soupbench_merge.json"
 CARD_README = "README.md"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
-class MergeRefused(ValueError):
+class MergeRefused(UserError):
     """A merge that `soupbench merge` cannot do as asked (the message says what to do instead)."""
 
 
@@ -44,7 +46,7 @@ def parse_param(text: str) -> tuple[str, Any]:
     """`KEY=VALUE`, VALUE read as JSON when it parses (numbers, lists, bools, null), else a string."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"--param {text!r}: expected KEY=VALUE")
+        raise UserError(f"--param {text!r}: expected KEY=VALUE")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
@@ -57,7 +59,7 @@ def parse_weights(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"--weights {text!r}: expected comma-separated numbers, e.g. 1.0,0.5") from None
+        raise UserError(f"--weights {text!r}: expected comma-separated numbers, e.g. 1.0,0.5") from None
 
 
 def parse_adapter(text: str) -> tuple[str, str]:
@@ -115,11 +117,26 @@ def base_fingerprint(base: str, model: nn.Module) -> str:
 
 
 def _load_adapter(name: str, ref: str) -> Expert:
-    if Path(ref).exists():
-        return load_expert(ref, name=name)
+    if Path(ref).exists() or not could_be_hub_id(ref):
+        return load_expert(ref, name=name)  # a missing path is said as one: "does not exist"
     from huggingface_hub import snapshot_download  # a hub id: resolved from the local HF cache or the hub
 
-    return load_expert(snapshot_download(ref), name=name)
+    try:
+        folder = snapshot_download(ref)
+    except Exception as err:  # offline, unknown repo, no access: the hub library says it many ways
+        raise UserError(f"adapter {name!r}: {ref} is not a folder here, nor an adapter on the hub or in its "
+                        f"local cache ({first_line(err)})") from err
+    return load_expert(folder, name=name)
+
+
+def method_failed(method: MergeMethod, err: Exception) -> UserError:
+    """A method that raised on these adapters (weights that do not match them, an SVD of values that
+    overflowed): one line naming the method; the harness's own refusals pass through as they are."""
+    if isinstance(err, UserError):
+        return err
+    message = first_line(err) if isinstance(err, torch.linalg.LinAlgError) else str(err)
+    name = method.display_name
+    return UserError(message if message.startswith(name) else f"method {name!r} cannot merge these adapters: {message}")
 
 
 def _jsonable(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,8 +206,9 @@ def merge_to_folder(
     """Merge `adapters` into `base` with `method` and write the result to `out`; return the card.
 
     `adapters` are paths (named after their folder) or (name, path) pairs, in the order the
-    method's `weights` refer to. Raises `AdapterMismatchError` for adapters that do not fit the
-    base, `MergeRefused` / `ValueError` for what cannot be done; in either case `out` is untouched.
+    method's `weights` refer to. Raises `UserError` for anything that cannot be done as asked
+    (`AdapterMismatchError` for adapters that do not fit the base, `MergeRefused`, an unreadable file,
+    a method that fails on these adapters); in every case `out` is untouched.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
@@ -203,16 +221,16 @@ def merge_to_folder(
         raise MergeRefused(f"adapter names must differ, got {names}; name them with --adapter NAME=PATH")
     instance = prepare_method(method, params or {}, names, as_adapter)
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    experts = [_load_adapter(name, path) for name, path in pairs]  # small: read (and refused) first
     report(f"loading base {base}")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto").eval()
+    model = load_causal_lm(base, "--base")
     try:
         tokenizer = AutoTokenizer.from_pretrained(base)
     except Exception as err:  # a missing tokenizer must not cost the merge
         report(f"warning: no tokenizer in {base} ({err.__class__.__name__}); writing the model without one")
         tokenizer = None
-    experts = [_load_adapter(name, path) for name, path in pairs]
     for expert in experts:
         check_compatible(expert, model)
         if not ignore_declared_base:
@@ -222,7 +240,10 @@ def merge_to_folder(
     torch.manual_seed(seed)
     context = MergeContext(seed=seed, skills=names, load_base=lambda: copy.deepcopy(model), tokenizer=tokenizer,
                            report=report)
-    result = check_merge_result(instance, instance.merge(experts, context), model)
+    try:
+        result = check_merge_result(instance, instance.merge(experts, context), model)
+    except (ValueError, torch.linalg.LinAlgError) as err:
+        raise method_failed(instance, err) from err
     base_print = base_fingerprint(base, model)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -268,6 +289,9 @@ def merge_to_folder(
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
+    except (ValueError, torch.linalg.LinAlgError) as err:  # raised where the lazy deltas are consumed
+        shutil.rmtree(staging, ignore_errors=True)
+        raise method_failed(instance, err) from err
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -72,6 +72,8 @@ class RichReporter:
 
     def __exit__(self, *exc: object) -> None:
         self.live.stop()
+        if not self.console.is_terminal:  # rich ends the last render with a newline on terminals only:
+            self.console.line()           # in a pipe the next line (an `error:`) would be glued to it
 
     def _stored(self, records: list[RunRecord]) -> None:
         self.results.add(records)

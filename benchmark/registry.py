@@ -7,14 +7,25 @@ suggests the nearest, and a registry can be frozen once discovery is done.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
+
+from benchmark.errors import UserError
 
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
-    """A name that no entry of the registry bears; the message lists what exists."""
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """` Did you mean 'x'?` for the known name nearest to `name` (difflib), or "" when none is near."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A name that no entry of the registry bears; the message lists what exists.
+
+    A UserError (the CLI prints it as one line) and still a KeyError for callers that look names up.
+    """
 
     def __str__(self) -> str:  # KeyError quotes its argument; we want plain prose.
         return str(self.args[0])
@@ -44,9 +55,7 @@ class Registry(Generic[T]):
 
     def _unknown_message(self, name: str) -> str:
         known = sorted(self._entries)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        return f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(known) or '(none)'}."
+        return f"unknown {self.kind} {name!r}.{did_you_mean(name, known)} Known: {', '.join(known) or '(none)'}."
 
     def freeze(self) -> None:
         self._frozen = True

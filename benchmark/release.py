@@ -26,10 +26,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from functools import lru_cache
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmark import cache
+from benchmark.errors import UserError
 from benchmark.hashing import sha256_file
 
 MANIFEST = "manifest.json"
@@ -40,8 +42,9 @@ DEFAULT_DIR = Path(__file__).resolve().parent / "micro" / "release"
 RELEASE_COMMAND = "soupbench release micro"
 
 
-class ReleaseIntegrityError(RuntimeError):
-    """A released file whose bytes are not those the manifest names."""
+class ReleaseIntegrityError(UserError, RuntimeError):
+    """A released file whose bytes are not those the manifest names (refused, never rebuilt: a
+    release is what every user is scored on, so only its keeper may change it)."""
 
 
 def release_dir() -> Path:
@@ -143,9 +146,10 @@ def _released(kind: str, key: str) -> Path | None:
     return release.root / entry["folder"]
 
 
-def reference_db_url(root: Path | None = None) -> str | None:
+def reference_db_url(root: Path | None = None, log: Callable[[str], None] = lambda message: None) -> str | None:
     """The SQLite URL of the release's reference results, checked; None without a release (open it with
-    `benchmark.results.open_readonly`, which never writes)."""
+    `benchmark.results.open_readonly`, which never writes). The unpacked copy in the cache is checked
+    too, and unpacked again (saying so through `log`) when it was changed since."""
     release = load_release(root)
     if release is None or "reference" not in release.manifest:
         return None
@@ -155,11 +159,11 @@ def reference_db_url(root: Path | None = None) -> str | None:
     if shipped.suffix != ".gz":
         return f"sqlite:///{shipped.resolve()}"
     folder = cache.cache_dir("reference", reference["sha256"][:16])
-    if not cache.is_complete(folder):  # unpacked once, next to the other built things
-        folder.mkdir(parents=True, exist_ok=True)
-        with gzip.open(shipped, "rb") as source, (folder / REFERENCE_DB).open("wb") as sink:
+    if not cache.usable(folder, "the release's reference results", log):  # unpacked once, beside other built things
+        staging = cache.staging_dir(folder)
+        with gzip.open(shipped, "rb") as source, (staging / REFERENCE_DB).open("wb") as sink:
             shutil.copyfileobj(source, sink)
-        cache.mark_complete(folder)
+        cache.publish(staging, folder)
     return f"sqlite:///{(folder / REFERENCE_DB).resolve()}"
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from benchmark import cache, catalog
 from benchmark.adapters import CONFIG_NAME, SAFETENSORS_NAME
 from benchmark.base_model import BASE_FILES, base_recipe_hash, default_device, prepare_base
+from benchmark.errors import UserError
 from benchmark.experts import expert_key, prepare_experts, skill_training_data
 from benchmark.hashing import sha256_file
 from benchmark.release import FORMAT, MANIFEST, REFERENCE_DB, REFERENCE_GZ, Release, file_hashes
@@ -40,7 +41,7 @@ def build_release(suite: Suite, out: Path, reporter: Reporter | None = None,
     second attempt after an interruption computes only the cells still missing.
     """
     if not isinstance(suite.base, MicroBase):
-        raise ValueError(f"suite {suite.name!r}: only a micro base (built from code) can be released")
+        raise UserError(f"suite {suite.name!r}: only a micro base (built from code) can be released")
     reporter = reporter or Reporter()
     device = default_device()
     # Kept across attempts: an interrupted release resumes (the base from its checkpoint, experts
@@ -82,7 +83,7 @@ def build_release(suite: Suite, out: Path, reporter: Reporter | None = None,
     finally:
         store.close()
     if summary.failed:
-        raise RuntimeError(f"the reference grid had failed cells, nothing released: {summary.failed}")
+        raise UserError(f"the reference grid had failed cells, nothing released: {summary.failed}")
     grid_seconds = time.perf_counter() - start
     _seal(staging / REFERENCE_DB)
     merges = _ship_merges(staging)
@@ -171,7 +172,7 @@ def check_rebuild(suite: Suite, release: Release, what: str,
     """
     reporter = reporter or Reporter()
     if base_recipe_hash(suite) != release.base["recipe_hash"]:
-        raise ValueError(f"suite {suite.name!r} has base recipe {base_recipe_hash(suite)}, the release was built "
+        raise UserError(f"suite {suite.name!r} has base recipe {base_recipe_hash(suite)}, the release was built "
                          f"from {release.base['recipe_hash']}: there is nothing to compare")
     if what == "all":
         base = prepare_base(suite, reporter.progress("pretraining base") if reporter.progress else None,

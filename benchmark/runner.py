@@ -19,18 +19,20 @@ from pathlib import Path
 
 import torch
 
-from benchmark import cache, catalog, merge_cache, release
+from benchmark import cache, catalog, merge_cache, release, sandbox
 from benchmark.apply import apply_deltas
 from benchmark.claims import ClaimBook
 from benchmark.base_model import BaseModel, prepare_base
 from benchmark.contract import check_merge_result
+from benchmark.errors import UserError
 from benchmark.evaluation import evaluate_model, write_task_data
 from benchmark.experts import prepare_experts, skill_training_data
 from benchmark.memory import PeakMemory
 from benchmark.method import Consumes, MergeContext, MergeMethod
+from benchmark.registry import did_you_mean
 from benchmark.storage import RunRecord, Store, collect_provenance, params_key
 from benchmark.suite import Suite
-from benchmark.taskinfo import TASKS
+from benchmark.taskinfo import TASKS, get_skill
 from benchmark.training import Progress, Trainer
 
 
@@ -56,21 +58,46 @@ class GridSummary:
     failed: list[tuple[str, int, str]] = field(default_factory=list)  # (method, seed, error)
 
 
-def _check_names(suite: Suite, methods: list[str], tasks: list[str]) -> None:
+def check_names(suite: Suite, methods: list[str] | None = None, tasks: list[str] | None = None) -> None:
+    """Every name the suite and the command line use (default: all of the suite's methods and
+    tasks), refused with the nearest known name before any work: a typo must not cost a
+    pretraining, nor silently run the defaults. The CLI calls it before it opens the database."""
+    methods = methods or catalog.method_names(suite.skill_names)
+    tasks = tasks or list(suite.tasks)
+    for skill in suite.skill_names:
+        try:
+            get_skill(skill)
+        except UserError as err:
+            raise UserError(f"suite {suite.name!r}: {err}") from None
     for task in tasks:
         info = TASKS.get(task)  # raises with the known names
         if task not in suite.tasks:
-            raise ValueError(f"task {task!r} is not in suite {suite.name!r} (its tasks: {', '.join(suite.tasks)})")
+            raise UserError(f"task {task!r} is not in suite {suite.name!r} (its tasks: {', '.join(suite.tasks)})")
         missing = [s for s in info.skills if s not in suite.skill_names]
         if missing:
-            raise ValueError(f"task {task!r} needs skills {missing} that suite {suite.name!r} lacks")
+            raise UserError(f"task {task!r} needs skills {missing} that suite {suite.name!r} lacks")
     for task, options in suite.task_options.items():
         TASKS.get(task).check_options(options)
+    check_method_params(suite)
     for method in methods:
         catalog.create_method(method, suite.method_params.get(method, {}), suite.skill_names)
 
 
-class RecipeChangedError(ValueError):
+def check_method_params(suite: Suite) -> None:
+    """Each key of the suite's `method_params` names a method of this suite, and its parameters are
+    valid: `tiess: {density: 0.2}` would otherwise be ignored and `ties` run with its defaults."""
+    known = catalog.method_names(suite.skill_names)
+    for name, params in suite.method_params.items():
+        if name not in known:
+            raise UserError(f"suite {suite.name!r}: method_params names unknown method {name!r}."
+                            f"{did_you_mean(name, known)} Methods of this suite: {', '.join(known)}.")
+        try:
+            catalog.create_method(name, params, suite.skill_names)
+        except UserError as err:
+            raise UserError(f"suite {suite.name!r}: method_params: {err}") from None
+
+
+class RecipeChangedError(UserError):
     """The database holds cells of a suite of the same name made with another recipe."""
 
 
@@ -146,7 +173,7 @@ def run_grid(
     methods = methods or catalog.method_names(suite.skill_names)
     tasks = tasks or list(suite.tasks)
     seeds = seeds if seeds is not None else list(suite.seeds[:1])
-    _check_names(suite, methods, tasks)
+    check_names(suite, methods, tasks)
     check_stored_recipe(suite, store)
     summary = GridSummary()
 
@@ -172,6 +199,9 @@ def run_grid(
     if not plan:
         reporter.log("every cell is already stored")
         return summary
+    planned = {task for cells in plan.values() for _, _, pending in cells for task in pending}
+    if evaluator is evaluate_model and any(TASKS.get(task).executes_programs for task in planned):
+        sandbox.require_isolation()  # refused now, in one line, not after the base and experts are built
 
     start = time.perf_counter()
     base = prepare_base(suite, reporter.progress("pretraining base") if reporter.progress else None,
@@ -357,8 +387,10 @@ def _cached_merge(suite: Suite, base: BaseModel, experts, method: MergeMethod, c
                 "target_examples": context.target_examples}
     key = merge_cache.merge_key(method, seed, base.fingerprint, [e.fingerprint for e in experts], consumed,
                                 suite.expert.model_dump(mode="json"))
-    folder = (release.released_merge(key) if use_release else None) or cache.cache_dir("merges", key)
-    if cache.is_complete(folder):
+    released = release.released_merge(key) if use_release else None  # its files checked by the release
+    folder = released or cache.cache_dir("merges", key)
+    if released is not None or cache.usable(folder, f"{_label(method)} (seed {seed}): its trained result",
+                                            context.report):
         result, cost = merge_cache.load(folder)
         context.report(f"{_label(method)} (seed {seed}): its trained result comes from {folder} "
                        f"(computed in {cost['merge_seconds']:.1f} s on {cost['hostname']})")

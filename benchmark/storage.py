@@ -464,12 +464,14 @@ def _git(*args: str) -> str | None:
 
 
 def collect_provenance() -> dict:
-    """What produced a run: package versions, interpreter, machine, and the code's git commit.
+    """What produced a run: package versions, interpreter, machine, the code's git commit, and the
+    isolation its model-written programs ran under (`sandbox.isolation_report`).
 
     `git_commit` and `git_dirty` are None when SoupBench is not running from a git checkout (for
     example when installed from a wheel); a dirty tree means the commit alone cannot rerun it.
     """
     from benchmark import __version__
+    from benchmark.sandbox import isolation_report
 
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain") if commit is not None else None
@@ -482,4 +484,5 @@ def collect_provenance() -> dict:
         "hostname": socket.gethostname(),
         "git_commit": commit,
         "git_dirty": None if status is None else bool(status),
+        "sandbox": isolation_report(),
     }

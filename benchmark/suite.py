@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from benchmark.registry import Registry
+from benchmark.errors import UserError
+from benchmark.micro.corpus import DOCUMENT_KINDS
+from benchmark.registry import Registry, did_you_mean
 
 
 class _Frozen(BaseModel):
@@ -55,6 +57,14 @@ class MicroBase(_Frozen):
     warmup_steps: int = Field(100, ge=0)
     precision: Precision = "float32"
     seed: int = 0
+
+    @field_validator("corpus_mix")
+    @classmethod
+    def _known_kinds(cls, mix: dict[str, float]) -> dict[str, float]:
+        for kind in sorted(set(mix) - set(DOCUMENT_KINDS)):
+            raise ValueError(f"unknown document kind {kind!r}.{did_you_mean(kind, DOCUMENT_KINDS)} "
+                             f"Known: {', '.join(sorted(DOCUMENT_KINDS))}")
+        return mix
 
 
 class HubBase(_Frozen):
@@ -155,8 +165,15 @@ class Suite(_Frozen):
         return next(s for s in self.skills if s.name == name)
 
 
-class SuiteError(ValueError):
+class SuiteError(UserError):
     """A suite file that cannot be used; the message says which file and which field."""
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's problem and where it is, in one line (its own text spans five, with a caret)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
 
 
 def load_suite_file(path: str | Path) -> Suite:
@@ -165,8 +182,10 @@ def load_suite_file(path: str | Path) -> Suite:
         raw = yaml.safe_load(path.read_text())
     except OSError as err:
         raise SuiteError(f"cannot read suite file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise SuiteError(f"suite file {path} is not a text file (not UTF-8); a suite is YAML") from None
     except yaml.YAMLError as err:
-        raise SuiteError(f"suite file {path} is not valid YAML: {err}") from None
+        raise SuiteError(f"suite file {path} is not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(raw, dict):
         raise SuiteError(f"suite file {path} must hold a mapping, got {type(raw).__name__}")
     try:

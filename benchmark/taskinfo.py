@@ -10,13 +10,15 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import tasks as tasks_package
-from benchmark.registry import Registry
+from benchmark.errors import UserError
+from benchmark.registry import Registry, UnknownNameError, did_you_mean
 
 # (n, seed, **options) -> documents; eval documents carry "prompt", "target" (a reference completion) and
 # "answer" (the number a correct response yields); training examples carry "prompt", "completion".
@@ -46,8 +48,16 @@ class TaskInfo:
                 accepted |= set(list(inspect.signature(builder).parameters)[2:])
         unknown = set(options) - accepted
         if unknown:
-            raise ValueError(f"task {self.name!r}: unknown builder options {sorted(unknown)}; "
-                             f"accepted: {sorted(accepted) or '(none)'}")
+            hint = "".join(did_you_mean(option, accepted) for option in sorted(unknown))
+            raise UserError(f"task {self.name!r}: unknown builder options {sorted(unknown)};{hint} "
+                            f"accepted: {sorted(accepted) or '(none)'}")
+
+    @property
+    def executes_programs(self) -> bool:
+        """Whether its responses are run as programs: lm-eval's own `unsafe_code: true` in the
+        task's YAML. Such a task needs the sandbox, so a run that includes it checks for one first."""
+        return self.folder is not None and re.search(r"^unsafe_code:\s*true\b", self.yaml_path.read_text(),
+                                                     re.MULTILINE) is not None
 
     @property
     def yaml_path(self) -> Path:
@@ -70,3 +80,20 @@ def _discover() -> Registry[TaskInfo]:
 
 
 TASKS = _discover()
+
+
+def skill_names() -> list[str]:
+    """The tasks that are skills (their folder builds training data), sorted."""
+    return [name for name in TASKS if TASKS.get(name).kind == "skill"]
+
+
+def get_skill(name: str) -> TaskInfo:
+    """The task folder of skill `name`. An unknown name is refused as a skill (with the nearest
+    skill and the known ones), and a composite task as what it is: it has no training data."""
+    skills = skill_names()
+    if name in skills:
+        return TASKS.get(name)
+    if name in TASKS:
+        raise UserError(f"{name!r} is a composite task, not a skill: its folder builds no training data "
+                        f"(skills: {', '.join(skills)})")
+    raise UnknownNameError(f"unknown skill {name!r}.{did_you_mean(name, skills)} Known skills: {', '.join(skills)}.")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -55,6 +56,7 @@ class TaskMeta:
     skills: tuple[str, ...]
     primary_metric: str | None
     kind: str  # "skill", "composite" or "unknown" (a task whose folder is not installed)
+    executes_programs: bool = False  # its responses run in the sandbox
 
 
 @lru_cache(maxsize=256)
@@ -66,7 +68,8 @@ def task_meta(name: str) -> TaskMeta:
         info = TASKS.get(name)
     except Exception:  # an unknown name, or a broken task folder: show the stored data anyway
         return TaskMeta(name, name, "", (), None, "unknown")
-    return TaskMeta(name, info.display_name, info.description, tuple(info.skills), info.primary_metric, info.kind)
+    return TaskMeta(name, info.display_name, info.description, tuple(info.skills), info.primary_metric, info.kind,
+                    info.executes_programs)
 
 
 # ------------------------------------------------------------------------------------- run frames
@@ -131,6 +134,19 @@ def method_labels(runs: pd.DataFrame) -> pd.Series:
             values = ", ".join(f"{k}={v}" for k, v in sorted(json.loads(params).items()))
             text[(method, params)] = f"{method} [{values}]"
     return pd.Series([text[key] for key in zip(runs["method"], runs["params"])], index=runs.index, dtype=object)
+
+
+def sandbox_isolation(reader: ResultsReader, run_ids: list[int]) -> pd.DataFrame:
+    """How the model-written programs of these runs were confined, from each run's provenance
+    (`benchmark.sandbox.isolation_report`): one row per (level, backend) with its number of runs.
+    Runs stored before SoupBench recorded it have level "not recorded"."""
+    with reader.engine.connect() as connection:
+        stored = connection.execute(select(Run.provenance).where(Run.id.in_(run_ids))).scalars().all()
+    counts: Counter[tuple[str, str]] = Counter()
+    for provenance in stored:
+        report = (provenance or {}).get("sandbox") or {}
+        counts[(report.get("level", "not recorded"), report.get("backend", ""))] += 1
+    return pd.DataFrame([(*key, n) for key, n in sorted(counts.items())], columns=["level", "backend", "runs"])
 
 
 def load_scores(reader: ResultsReader, suite: str) -> pd.DataFrame:

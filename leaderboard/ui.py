@@ -77,6 +77,12 @@ def samples(url: str, run_id: int) -> pd.DataFrame:
     return queries.samples_frame(snapshot.reader(url).samples(run_id))
 
 
+@st.cache_data(ttl=TTL, max_entries=256, show_spinner=False)
+def isolation(url: str, run_ids: tuple[int, ...]) -> pd.DataFrame:
+    """How these runs' programs were confined (a stored run's provenance never changes)."""
+    return queries.sandbox_isolation(snapshot.reader(url), list(run_ids))
+
+
 @dataclass
 class SuiteData:
     url: str

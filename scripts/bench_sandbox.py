@@ -3,6 +3,7 @@ run again as `ExecuteProgram` runs them (one batch per run and task, in the stor
 
     python scripts/bench_sandbox.py soupbench.db            # every program of the database
     python scripts/bench_sandbox.py soupbench.db --limit 600 --workers 8
+    python scripts/bench_sandbox.py --trivial 200           # 200 distinct `print(2 + 3)`: the sandbox's own cost
 
 Prints the number of programs, how many distinct sources there are, the wall time and the time
 per program, with the result memo (`run_programs` as the harness calls it) and without it (each
@@ -41,7 +42,9 @@ def stored_batches(db: str, limit: int | None) -> list[list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("db", help="a SoupBench SQLite database with stored samples")
+    parser.add_argument("db", nargs="?", help="a SoupBench SQLite database with stored samples")
+    parser.add_argument("--trivial", type=int, default=None, metavar="N",
+                        help="instead of a database: N distinct one-line programs (what isolation costs)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many programs")
     parser.add_argument("--workers", type=int, default=8, help="as ExecuteProgram on 2 cores")
     args = parser.parse_args()
@@ -49,9 +52,13 @@ def main() -> None:
     from benchmark import sandbox
     from benchmark.sandbox import SandboxLimits, run_program, run_programs
 
-    batches = stored_batches(args.db, args.limit)
+    if (args.db is None) == (args.trivial is None):
+        parser.error("give a database or --trivial N")
+    batches = ([[f"print(2 + 3)  # {i}" for i in range(args.trivial)]] if args.trivial
+               else stored_batches(args.db, args.limit))
     programs = [code for batch in batches for code in batch]
-    print(f"{len(programs)} programs in {len(batches)} batches, {len(set(programs))} distinct sources")
+    print(f"{len(programs)} programs in {len(batches)} batches, {len(set(programs))} distinct sources; "
+          f"sandbox: {sandbox.isolation_report().get('backend', '?')}")
     limits = SandboxLimits()
     run_program("print(1)", limits)  # the interpreter probe, once, outside the timings
 

@@ -24,6 +24,10 @@ N_DOCS = 100
 CATEGORIES = ("add", "sub", "mul", "div")  # math_code samples' kinds, by document index
 PRIMARY = {"math": "exact_match", "code": "exec_accuracy", "math_code": "exec_accuracy"}
 MICRO_BASE = {"kind": "micro", "hidden_size": 128, "num_layers": 2, "vocab_size": 512}
+# The isolation a run's programs ran under (benchmark.sandbox.isolation_report, abridged): data_mix's
+# runs were made on a machine without bubblewrap, with the weak fallback asked for.
+STRONG = {"level": "strong", "backend": "bubblewrap 0.8.0"}
+WEAK = {"level": "weak", "backend": "weak fallback (SOUPBENCH_ALLOW_WEAK_SANDBOX=1): bubblewrap (bwrap) is not installed"}
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ def make_runs(suite: str = "micro", methods: tuple[MethodSpec, ...] = METHODS,
                     output_rank=method.output_rank, consumes=method.consumes,
                     n_target_examples=5 if method.consumes == "target_examples" else None,
                     base_fingerprint=fingerprint, expert_fingerprints={"math": "e1", "code": "e2"},
-                    provenance={"python": "3.11"},
+                    provenance={"python": "3.11", "sandbox": WEAK if method.name == "data_mix" else STRONG},
                     spec={"suite": {"name": suite, "base": base}, "method": method.name,
                           "method_class": method.class_path, "params": method.params, "seed": seed,
                           "tasks": list(tasks), "task": task},

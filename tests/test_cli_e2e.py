@@ -55,3 +55,32 @@ def test_run_stores_every_cell_then_skips_them(tiny_suite_file, tmp_path):
     primary = [r for r in records if r["primary"]]
     assert {(r["method"], r["task"]) for r in primary} == {(m, t) for m in METHODS for t in TASKS}
     assert all(r["n_seeds"] == 1 and r["ci_low"] <= r["mean"] <= r["ci_high"] for r in primary)
+
+
+def test_more_seeds_compute_exactly_the_new_seeds_cells(tmp_path):
+    """A one-seed database extended with --seeds 3: seeds 1 and 2 are computed, seed 0's cells are
+    skipped (the rows stored first stay, untouched), and no cell is stored twice."""
+    import yaml
+
+    from tests.conftest import TINY_SUITE
+
+    suite = tmp_path / "three-seeds.yaml"
+    suite.write_text(yaml.safe_dump({**TINY_SUITE, "seeds": [0, 1, 2]}))
+    db = tmp_path / "runs.db"
+    grid = ["run", "--suite", str(suite), "--method", "base", "--task", "math", "--task", "code", "--db", str(db)]
+    first = runner.invoke(app, grid + ["--seeds", "1"])
+    assert first.exit_code == 0, first.output
+    assert "computed 2 cells, 0 already stored" in first.output
+    seed_zero = rows(db, "select id, task, created_at from runs where seed = 0 order by id")
+    assert len(seed_zero) == 2
+
+    more = runner.invoke(app, grid + ["--seeds", "3"])
+    assert more.exit_code == 0, more.output
+    assert "computed 4 cells, 2 already stored" in more.output
+    assert sorted(rows(db, "select task, seed from runs")) == sorted(
+        (t, s) for t in ("math", "code") for s in (0, 1, 2))
+    assert rows(db, "select id, task, created_at from runs where seed = 0 order by id") == seed_zero
+    # each seed's cells were made with that seed's experts (the row names them by fingerprint)
+    fingerprints = {seed: json.loads(f)["math"] for seed, f in rows(
+        db, "select seed, expert_fingerprints from runs where task = 'math'")}
+    assert len(set(fingerprints.values())) == 3

@@ -223,6 +223,16 @@ def test_method_page(db, grid, monkeypatch) -> None:
         assert list(spread.loc[task]) == pytest.approx([grid.values[("cat", task, s)] for s in SEEDS])
 
 
+def test_method_page_shows_the_sandbox_its_programs_ran_in(db, monkeypatch) -> None:
+    program_runs = len(SEEDS) * len([t for t in TASKS if t != "math"])  # code and math_code run programs
+    at = start(f"sqlite:///{db}", monkeypatch, page="method", method="cat")
+    assert f"**programs ran in:** bubblewrap 0.8.0 (strong, {program_runs} runs)" in [m.value for m in at.markdown]
+    assert not at.warning
+    at = start(f"sqlite:///{db}", monkeypatch, page="method", method="data_mix")
+    assert "(weak, " in text_of(at) and "bubblewrap (bwrap) is not installed" in text_of(at)
+    assert at.warning[0].value.startswith(f"{program_runs} of its {program_runs} runs that executed")
+
+
 # -------------------------------------------------------------------------------- compare page
 
 

@@ -10,6 +10,7 @@ import os
 import statistics
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from benchmark.results import open_readonly
 from benchmark.storage import open_store
 from leaderboard import queries, ranking, stats
 from leaderboard.method_info import method_info
-from leaderboard_fixtures import CATEGORIES, METHODS, SEEDS, TASKS, MethodSpec, fill_grid, make_runs
+from leaderboard_fixtures import CATEGORIES, METHODS, SEEDS, TASKS, WEAK, MethodSpec, fill_grid, make_runs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -202,6 +203,25 @@ def test_method_info_reads_the_source_and_falls_back() -> None:
     missing = method_info("some_uninstalled_plugin.module.Method")
     assert not missing.found and missing.family == "other" and missing.description == ""
     assert method_info(None).family == "other"
+
+
+def test_sandbox_isolation_counts_each_runs_stored_report(grid, tmp_path) -> None:
+    reader = open_readonly(grid.url)
+    runs = queries.load_runs(reader, grid.suite)
+    ids = [int(i) for i in runs.loc[runs["method"].isin(["cat", "data_mix"]) & (runs["task"] == "code"), "run_id"]]
+    table = queries.sandbox_isolation(reader, ids)
+    reader.close()
+    assert table.values.tolist() == [["strong", "bubblewrap 0.8.0", len(SEEDS)],
+                                     ["weak", WEAK["backend"], len(SEEDS)]]
+    old = f"sqlite:///{tmp_path / 'old.db'}"  # runs stored before the isolation was recorded
+    store = open_store(old)
+    store.save_runs([replace(r, provenance={"python": "3.11"}) for r in make_runs(methods=METHODS[:1], tasks=("code",),
+                                                                                   seeds=(0,), n_docs=3)])
+    store.close()
+    reader = open_readonly(old)
+    assert queries.sandbox_isolation(reader, [1]).values.tolist() == [["not recorded", "", 1]]
+    reader.close()
+    assert queries.task_meta("math_code").executes_programs and not queries.task_meta("math").executes_programs
 
 
 def test_consumption_labels_cover_every_kind() -> None:

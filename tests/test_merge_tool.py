@@ -130,8 +130,8 @@ def test_mismatched_adapter_exits_2_and_writes_nothing(setup, tmp_path):
     result = invoke(setup, out, "task_arithmetic", adapters=[setup["adapters"][0], str(setup["root"] / "wide")])
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "adapter does not fit the base" in errors[0]
-    assert "'wide'" in errors[0] and "q_proj" in errors[0] and "Traceback" not in result.output
+    assert len(errors) == 1 and "adapter 'wide' does not fit the base" in errors[0]
+    assert "q_proj" in errors[0] and "Traceback" not in result.output
     assert not out.exists() and not out.parent.exists()
 
 
@@ -169,3 +169,84 @@ def test_named_adapters_and_clear_errors(setup, tmp_path):
     assert again.exit_code == 2 and "--overwrite" in again.output
     bad = invoke(setup, tmp_path / "y", "task_arithmetic", "--weights", "1,2,3")
     assert bad.exit_code == 2 and "3 weights given for 2 experts" in bad.output
+
+
+def _broken_copy(setup: dict, tmp_path: Path, source: str, change) -> str:
+    """A copy of a saved adapter (or base) folder with one thing broken by `change(folder)`."""
+    folder = tmp_path / f"broken-{Path(source).name}"
+    shutil.copytree(source, folder)
+    change(folder)
+    return str(folder)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _set_factor(folder: Path, value: float) -> None:
+    """Every entry of one lora_B factor set to `value` (B @ A then mixes +inf and -inf into NaN)."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    key = sorted(k for k in tensors if "lora_B" in k)[0]
+    tensors[key] = torch.full_like(tensors[key], value)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+# (what is broken, how, the extra arguments, what the one line must say, what it must not say)
+BROKEN_INPUTS = {
+    "truncated adapter weights": (
+        "adapter", lambda f: _truncate(f / "adapter_model.safetensors"), [],
+        ["adapter_model.safetensors", "truncated"], []),
+    "missing adapter folder": (
+        "adapter", lambda f: shutil.rmtree(f), [], ["does not exist"], ["Repo id"]),
+    "broken adapter_config.json": (
+        "adapter", lambda f: (f / "adapter_config.json").write_text('{"r": 4,'), [],
+        ["adapter_config.json", "not valid JSON"], []),
+    "adapter_config.json without r": (
+        "adapter", lambda f: (f / "adapter_config.json").write_text('{"lora_alpha": 8}'), [],
+        ["adapter_config.json", "r=None"], []),
+    "inf adapter": (
+        "adapter", lambda f: _set_factor(f, float("inf")), [], ["adapter_model.safetensors", "inf values"],
+        ["NaN", "broke the merge contract"]),
+    "NaN adapter, svd as adapter": (
+        "adapter", lambda f: _set_factor(f, float("nan")), ["--method", "svd", "--as-adapter"],
+        ["adapter_model.safetensors", "NaN values"], ["LinAlgError"]),
+    "truncated base weights": (
+        "base", lambda f: _truncate(f / "model.safetensors"), [], ["model.safetensors", "truncated"], []),
+    "missing base folder": (
+        "base", lambda f: shutil.rmtree(f), [], ["does not exist"], ["Repo id"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_INPUTS))
+def test_every_broken_input_is_one_line_exit_2_and_writes_nothing(setup, tmp_path, case):
+    target, change, extra, said, unsaid = BROKEN_INPUTS[case]
+    adapters = list(setup["adapters"])
+    base = str(setup["base"])
+    if target == "adapter":
+        adapters[0] = _broken_copy(setup, tmp_path, adapters[0], change)
+    else:
+        base = _broken_copy(setup, tmp_path, base, change)
+    method = extra[1] if extra[:1] == ["--method"] else "task_arithmetic"
+    args = ["merge", "--base", base, "--method", method, "--out", str(tmp_path / "out")]
+    for adapter in adapters:
+        args += ["--adapter", adapter]
+    result = runner.invoke(app, args + extra[2:])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert all(text in errors[0] for text in said), errors[0]
+    assert not any(text in errors[0] for text in unsaid), errors[0]
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_debug_shows_the_traceback_of_a_refusal(setup, tmp_path):
+    args = ["merge", "--base", str(tmp_path / "nowhere"), "--method", "task_arithmetic", "--out", str(tmp_path / "o")]
+    args += ["--adapter", setup["adapters"][0]]
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 2 and "error: --base" in plain.output and "Traceback" not in plain.output
+    debug = runner.invoke(app, ["--debug"] + args)
+    assert debug.exit_code == 1 and "does not exist" in str(debug.exception)
+    assert type(debug.exception).__name__ == "UserError"

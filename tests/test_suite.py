@@ -33,6 +33,8 @@ def test_the_embedded_micro_suite_loads():
     ({**TINY_SUITE, "colour": "red"}, "colour"),
     ({**TINY_SUITE, "skills": [{"name": "math"}, {"name": "math"}]}, "skill names repeat"),
     ({**TINY_SUITE, "tasks": []}, "at least one task"),
+    ({**TINY_SUITE, "base": {**TINY_SUITE["base"], "corpus_mix": {"manual_entri": 0.5}}},
+     r"base\.micro\.corpus_mix: .*Did you mean 'manual_entry'\?"),
 ])
 def test_bad_suite_files_are_refused_clearly(tmp_path, content, message):
     with pytest.raises(SuiteError, match=message):
@@ -91,3 +93,57 @@ def test_unknown_task_options_are_refused_before_any_work(tmp_path):
     path = write(tmp_path, {**TINY_SUITE, "task_options": {"math_code": {"digit": [2, 2]}}})
     result = CliRunner().invoke(app, ["run", "--suite", path, "--db", str(tmp_path / "r.db")])
     assert result.exit_code == 2 and "unknown builder options ['digit']" in result.output and "digits" in result.output
+
+
+# (how the suite file or the command line is wrong, what the one error line must say, what it must not)
+BAD_NAMES = {
+    "method_params for a method that does not exist": (
+        {**TINY_SUITE, "method_params": {"tiess": {"density": 0.3}}}, [],
+        ["method_params names unknown method 'tiess'", "Did you mean 'ties'?"], []),
+    "a misspelt parameter in method_params": (
+        {**TINY_SUITE, "method_params": {"ties": {"densty": 0.3}}}, [],
+        ["method_params", "'densty'", "Did you mean 'density'?"], []),
+    "a misspelt skill": (
+        {**TINY_SUITE, "skills": [{"name": "mathh"}, {"name": "code"}], "tasks": ["code"]}, [],
+        ["unknown skill 'mathh'", "Did you mean 'math'?"], ["task"]),
+    "a composite task given as a skill": (
+        {**TINY_SUITE, "skills": [{"name": "math_code"}, {"name": "code"}], "tasks": ["code"]}, [],
+        ["'math_code' is a composite task, not a skill"], []),
+    "a misspelt expert": (
+        TINY_SUITE, ["--method", "expert-mathh"], ["unknown skill 'mathh'", "Did you mean 'expert-math'?"], []),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_NAMES))
+def test_a_bad_name_is_one_line_with_the_nearest_name_before_anything_is_written(tmp_path, case):
+    content, extra, said, unsaid = BAD_NAMES[case]
+    db = tmp_path / "r.db"
+    result = CliRunner().invoke(app, ["run", "--suite", write(tmp_path, content), "--task", "code",
+                                      "--db", str(db)] + (extra or ["--method", "base"]))
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert all(text in errors[0] for text in said), errors[0]
+    assert not any(text in errors[0].removeprefix("error:") for text in unsaid), errors[0]
+    assert not db.exists()
+
+
+def test_a_suite_file_that_is_not_text_is_named_in_one_line(tmp_path):
+    path = tmp_path / "random.yaml"
+    path.write_bytes(bytes(range(256)) * 4)
+    result = CliRunner().invoke(app, ["run", "--suite", str(path), "--db", str(tmp_path / "r.db")])
+    assert result.exit_code == 2 and f"error: suite file {path} is not a text file" in result.output
+    yaml_error = CliRunner().invoke(app, ["run", "--suite", write(tmp_path, "name: [unclosed"),
+                                          "--db", str(tmp_path / "r.db")])
+    errors = [line for line in yaml_error.output.splitlines() if line.startswith("error:")]
+    assert yaml_error.exit_code == 2 and len(errors) == 1 and "line 1, column" in errors[0]
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_a_hub_base_that_is_not_there_is_one_line(tmp_path):
+    content = {**TINY_SUITE, "base": {"kind": "hub", "model_id": str(tmp_path / "no-such-model")}}
+    result = CliRunner().invoke(app, ["run", "--suite", write(tmp_path, content), "--method", "base",
+                                      "--task", "math", "--db", str(tmp_path / "r.db")])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert f"suite base {tmp_path / 'no-such-model'} does not exist" in errors[0]

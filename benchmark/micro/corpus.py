@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable, Iterator
 
 from benchmark import hashing
+from benchmark.errors import UserError
 from benchmark.micro import manual, world
 
 PHRASE = {"add": "{a} plus {b}", "sub": "{a} minus {b}", "mul": "{a} times {b}", "div": "{a} divided by {b}"}
@@ -76,7 +77,7 @@ def documents(n: int, seed: int, mix: dict[str, float] | None = None) -> Iterato
     deterministic given the seed."""
     unknown = set(mix or {}) - set(DOCUMENT_KINDS)
     if unknown:
-        raise ValueError(f"unknown corpus document kinds {sorted(unknown)}; known: {sorted(DOCUMENT_KINDS)}")
+        raise UserError(f"unknown corpus document kinds {sorted(unknown)}; known: {sorted(DOCUMENT_KINDS)}")
     rng = random.Random(seed)
     makers = [maker for maker, _ in DOCUMENT_KINDS.values()]
     weights = [(mix or {}).get(kind, weight) for kind, (_, weight) in DOCUMENT_KINDS.items()]

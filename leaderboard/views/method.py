@@ -32,6 +32,17 @@ if first["method_class"]:
 if pd.notna(first["n_target_examples"]):
     facts.append(f"**target examples used:** {int(first['n_target_examples'])}")
 st.markdown(" &nbsp;·&nbsp; ".join(facts))
+program_runs = ok[[queries.task_meta(str(task)).executes_programs for task in ok["task"]]]
+if not program_runs.empty:  # the isolation its model-written programs ran under, as each run stored it
+    confined = ui.isolation(data.url, tuple(int(i) for i in program_runs["run_id"]))
+    st.markdown("**programs ran in:** " + "; ".join(
+        f"{row.backend} ({row.level}, {row.runs} runs)" if row.backend else f"not recorded ({row.runs} runs)"
+        for row in confined.itertuples()))
+    weak = confined[confined["level"] == "weak"]  # not recorded: stored before SoupBench recorded it
+    if not weak.empty:
+        st.warning(f"{weak['runs'].sum()} of its {len(program_runs)} runs that executed the model's programs did "
+                   "so without the strong sandbox: those programs could read files of the machine they ran on, "
+                   "the task data's answers included.")
 
 params, costs = st.columns([1, 2])
 with params:

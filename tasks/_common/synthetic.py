@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Collection
 
+from benchmark.errors import UserError
 from benchmark.micro import world
 
 Render = Callable[[world.Situation], str]
@@ -30,8 +31,8 @@ def train_examples(n: int, seed: int, digits: tuple[int, int], prompt: Render, c
     while len(examples) < n:
         draws += 1
         if draws > 100 * n + 1000:
-            raise ValueError(f"drew only {len(examples)} of {n} training examples with {digits}-digit numbers that "
-                             "are not eval prompts: the eval set covers (nearly) every such prompt")
+            raise UserError(f"drew only {len(examples)} of {n} training examples with {digits}-digit numbers that "
+                            "are not eval prompts: the eval set covers (nearly) every such prompt")
         s = world.draw_situation(rng, digits)
         text = prompt(s)
         if text not in held_out:
