@@ -285,8 +285,8 @@ class Store:
         cells notices its bug instead of wasting the compute unseen); with `if_stored="skip"` the
         cells another runner stored meanwhile are left out and returned, the rest is saved (what
         a runner that shares the database wants). `owner`'s claims on the saved cells (see
-        `benchmark.claims`) are deleted in the same transaction, so a cell is never seen neither
-        stored nor claimed.
+        `benchmark.claims`) are deleted in the same transaction: another runner sees each cell
+        either claimed or stored, never free in between.
         """
         for record in runs:
             _validate(record)
