@@ -41,10 +41,14 @@ def without_bubblewrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_a_run_with_program_tasks_is_refused_before_any_work(tiny_suite_file: Path, tmp_path: Path,
-                                                            without_bubblewrap: None) -> None:
+                                                            without_bubblewrap: None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmark.runner import run_grid
     from benchmark.storage import open_store
     from benchmark.suite import load_suite
+
+    # A cache of this test's own: the session's holds what earlier tests built.
+    monkeypatch.setenv("SOUPBENCH_CACHE", str(tmp_path / "cache"))
 
     db = tmp_path / "runs.db"
     store = open_store(f"sqlite:///{db}")
