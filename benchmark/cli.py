@@ -350,16 +350,19 @@ def leaderboard(
     from benchmark.results import open_readonly
     from benchmark.storage import DB_ENV_VAR, DEFAULT_DB_FILE, resolve_db_url
 
-    reference_url = reference_db_url(log=console.print) if reference else None
     own = db is not None or bool(os.environ.get(DB_ENV_VAR)) or Path(DEFAULT_DB_FILE).is_file()
     url = resolve_db_url(db)
-    try:  # fail here, in the terminal, rather than on a web page nobody has opened yet
-        if own or reference_url is None:
+    try:  # fail here, in the terminal, rather than on a web page nobody has opened yet; and
+        # before the reference results are unpacked into the cache: a bad --db writes nothing
+        if own or not reference:
             open_readonly(url).close()
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
     except Exception as err:  # a server that is down, a driver that is not installed
         _fail(f"cannot read {url}: {type(err).__name__}: {err}")
+    reference_url = reference_db_url(log=console.print) if reference else None
+    if reference_url is None and not own:
+        _fail(f"no database at {url} and no released reference results to show")
     from leaderboard.serve import serve
 
     source = None
