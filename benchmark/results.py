@@ -5,7 +5,8 @@ the leaderboard stays a thin reader. It never creates tables and, on SQLite, ope
 read-only mode so that a bug in a page cannot damage the results.
 
 Aggregation: one `ResultRecord` per (suite, method and its parameters, task, metric) over the
-seeds stored as ok, with a 95% Student-t interval of the mean across seeds.
+seeds stored as ok, with a 95% interval of the mean across seeds that stays within [0, 1] for a
+share (see `mean_interval` and `INTERVAL_NAME`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.table import Table
@@ -31,6 +33,7 @@ from benchmark.schema_version import check_readable
 from benchmark.storage import Run, Sample, Score
 
 CONFIDENCE = 0.95
+INTERVAL_NAME = "Student t on the logit scale"
 
 
 # ----------------------------------------------------------------------------------- statistics
@@ -96,18 +99,48 @@ def _cornish_fisher(p: float, df: int) -> float:
 def mean_interval(values: list[float], stderrs: list[float | None]) -> tuple[float, float, float]:
     """(mean, ci_low, ci_high): the 95% interval of the mean over seeds.
 
-    With one seed there is no spread to measure; the run's own lm-eval stderr (over samples) is
-    the best available width, and without it the interval collapses to the point.
+    The standard error is the seeds' (sd / sqrt(n), a Student t quantile with n - 1 df); with one
+    seed there is no spread to measure, and the run's own lm-eval stderr (over samples, a normal
+    quantile) is the best available width; without it the interval collapses to the point.
+    `share_bounds` turns that standard error into bounds that stay within [0, 1].
     """
     n = len(values)
     mean = statistics.fmean(values)
     if n >= 2:
-        half = t_quantile(0.5 + CONFIDENCE / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+        factor, se = t_quantile(0.5 + CONFIDENCE / 2, n - 1), statistics.stdev(values) / math.sqrt(n)
     elif stderrs and stderrs[0] is not None:
-        half = statistics.NormalDist().inv_cdf(0.5 + CONFIDENCE / 2) * stderrs[0]
+        factor, se = statistics.NormalDist().inv_cdf(0.5 + CONFIDENCE / 2), stderrs[0]
     else:
-        half = 0.0
-    return mean, mean - half, mean + half
+        factor, se = 0.0, 0.0
+    is_share = all(0.0 <= v <= 1.0 for v in values)
+    low, high = share_bounds(np.array([mean]), np.array([factor * se]), np.array([is_share]))
+    return mean, float(low[0]), float(high[0])
+
+
+def share_bounds(mean: np.ndarray, half: np.ndarray, is_share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of a mean with half-width `half` (quantile x standard error), elementwise.
+
+    Every SoupBench metric is a share of documents (accuracies: lm-eval's mean of a 0/1 outcome),
+    and a symmetric t-interval of a mean near 0 or 1 leaves [0, 1]. For a share, the interval is
+    the same t-interval taken on the logit scale, its standard error carried there by the delta
+    method (se / (m (1 - m))), then mapped back (as R's `survey::svyciprop(method = "logit")`):
+    it stays inside (0, 1), always contains the mean, is asymmetric near the bounds, and shrinks
+    as seeds are added just as the t-interval does. Why not the alternatives for a mean over a
+    few seeds: a percentile bootstrap over 3-5 seeds has a handful of distinct resamples and is
+    far too narrow; Wilson over the pooled samples ignores the spread between seeds (different
+    experts), which is most of the uncertainty; clipping a t-interval at 0 claims a bound the data
+    did not give. A mean of exactly 0 or 1 means every seed scored so (no spread), and the
+    interval is the point, as the t-interval's is. A metric outside [0, 1] is not a share and
+    keeps the plain t-interval.
+    """
+    mean, half = np.asarray(mean, dtype=float), np.asarray(half, dtype=float)
+    inside = np.asarray(is_share, dtype=bool) & (mean > 0) & (mean < 1) & (half > 0)
+    safe = np.where(inside, mean, 0.5)
+    logit, logit_half = np.log(safe / (1 - safe)), half / (safe * (1 - safe))
+    low = np.where(inside, 1 / (1 + np.exp(-(logit - logit_half))), mean - half)
+    high = np.where(inside, 1 / (1 + np.exp(-(logit + logit_half))), mean + half)
+    on_bound = np.asarray(is_share, dtype=bool) & ~inside
+    return np.where(on_bound, mean, low), np.where(on_bound, mean, high)
 
 
 # -------------------------------------------------------------------------------------- records
@@ -371,7 +404,7 @@ def _method_labels(records: list[ResultRecord]) -> dict[tuple[str, str], str]:
 def _cell_text(record: ResultRecord | None) -> Text:
     if record is None:
         return Text("-")
-    return Text(f"{record.mean:.3f} ± {record.half_width:.3f} ({record.n_seeds})")
+    return Text(f"{record.mean:.3f} [{record.ci_low:.3f}, {record.ci_high:.3f}] ({record.n_seeds})")
 
 
 def _table(records: list[ResultRecord], width: int) -> str:
@@ -390,7 +423,7 @@ def _table(records: list[ResultRecord], width: int) -> str:
         for r in in_suite:
             if r.metric == metric[r.task]:
                 cells[labels[(r.method, r.params_key)]][r.task] = r
-        table = Table(title=Text(f"suite {suite}: mean ± 95% CI half-width (seeds)"))
+        table = Table(title=Text(f"suite {suite}: mean [95% interval, {INTERVAL_NAME}] (seeds)"))
         table.add_column("method", style="bold")
         for task in tasks:
             # Text, not str: a name like "ties [density=0.2]" must not be read as rich markup.

@@ -1,7 +1,7 @@
 """The leaderboard's read layer: stored runs as pandas frames, aggregated over seeds.
 
 It sits on `benchmark.results` (the read-only engine from `open_readonly`, the same 95% Student-t
-interval `mean_interval`) and the storage schema, and imports nothing of methods, training or
+interval `mean_interval`, bounded to [0, 1] for shares) and the storage schema, and imports nothing of methods, training or
 streamlit, so every number a page shows is computed here and testable without a browser.
 
 Why not `ResultsReader.records()` alone: the overview filters by base model before averaging, and
@@ -22,7 +22,7 @@ from functools import lru_cache
 import pandas as pd
 from sqlalchemy import func, select
 
-from benchmark.results import CONFIDENCE, CategoryCount, ResultsReader, SampleRow, t_quantile
+from benchmark.results import CONFIDENCE, INTERVAL_NAME, CategoryCount, ResultsReader, SampleRow, share_bounds, t_quantile
 from benchmark.storage import Run, Score
 from leaderboard.method_info import method_info
 
@@ -33,6 +33,7 @@ CONSUMES_LABELS = {
     "target_examples": "target examples",
 }
 EXPERT_PREFIX = "expert-"
+INTERVAL = f"95% interval ({INTERVAL_NAME}, within [0, 1])"  # how pages name it
 REFERENCE_METHODS = ("base",)  # with every expert-<skill>: references, not merges
 
 
@@ -215,7 +216,8 @@ def aggregate(primary: pd.DataFrame) -> pd.DataFrame:
     """One row per (method setting, task): mean over seeds with its 95% interval and costs.
 
     The interval is `benchmark.results.mean_interval`'s, computed column-wise: Student t over seeds
-    (its `t_quantile`), and for a single seed the run's own stderr (a normal interval) or none.
+    (its `t_quantile`), and for a single seed the run's own stderr (a normal interval) or none,
+    mapped to bounds within [0, 1] for a share by the same `share_bounds`.
     `mean_interval` itself, called per cell, takes seconds on a large database (its exact
     `statistics.stdev`); a test checks that both agree with `ResultsReader.records()`.
     """
@@ -226,7 +228,7 @@ def aggregate(primary: pd.DataFrame) -> pd.DataFrame:
     cells = grouped.agg(
         n_seeds=("value", "size"), mean=("value", "mean"), std=("value", "std"),
         merge_seconds=("merge_seconds", "mean"), peak_memory_mb=("peak_memory_mb", "mean"),
-        output_rank=("output_rank", "max"),
+        output_rank=("output_rank", "max"), lowest=("value", "min"), highest=("value", "max"),
     )
     # The lowest seed's row of each cell (its stderr is the one a single-seed interval uses).
     firsts = ordered.drop_duplicates(["label", "task"]).set_index(["label", "task"])[_FIRST]
@@ -239,7 +241,9 @@ def aggregate(primary: pd.DataFrame) -> pd.DataFrame:
     several = n.map(lambda k: _interval_factor(k) if k >= 2 else float("nan")) * cells["std"] / n.pow(0.5)
     single = (_Z * cells["stderr"].astype(float)).fillna(0.0)
     half = several.where(n >= 2, single)
-    cells = cells.assign(ci_low=cells["mean"] - half, ci_high=cells["mean"] + half, half_width=half)
+    is_share = (cells["lowest"] >= 0) & (cells["highest"] <= 1)
+    low, high = share_bounds(cells["mean"].to_numpy(), half.to_numpy(), is_share.to_numpy())
+    cells = cells.assign(ci_low=low, ci_high=high, half_width=(high - low) / 2)
     cells["output_rank"] = cells["output_rank"].astype(float)
     families = {c: method_info(c).family for c in set(cells["method_class"])}
     cells["family"] = cells["method_class"].map(families)

@@ -137,12 +137,27 @@ def failed_run(suite: str = "micro") -> RunRecord:
 T_975 = {1: math.tan(math.pi * 0.475), 2: 0.95 * math.sqrt(2 / (1 - 0.95**2))}
 
 
-def hand_interval(values: list[float]) -> tuple[float, float]:
-    """(mean, 95% half-width) of a mean over 2 or 3 seeds, by hand."""
+def logit_bounds(mean: float, half: float) -> tuple[float, float]:
+    """A t half-width on the logit scale (delta method), mapped back, by hand: the interval the
+    results and the leaderboard give for a share."""
+    if mean in (0.0, 1.0):
+        return mean, mean
+    centre, width = math.log(mean / (1 - mean)), half / (mean * (1 - mean))
+    return 1 / (1 + math.exp(width - centre)), 1 / (1 + math.exp(-centre - width))
+
+
+def hand_bounds(values: list[float]) -> tuple[float, float, float]:
+    """(mean, 95% low, 95% high) of a share's mean over 2 or 3 seeds, by hand."""
     n = len(values)
     mean = sum(values) / n
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, T_975[n - 1] * sd / math.sqrt(n)
+    return (mean, *logit_bounds(mean, T_975[n - 1] * sd / math.sqrt(n)))
+
+
+def hand_interval(values: list[float]) -> tuple[float, float]:
+    """(mean, 95% half-width: half the interval's width) of a mean over 2 or 3 seeds, by hand."""
+    mean, low, high = hand_bounds(values)
+    return mean, (high - low) / 2
 
 
 def competition_rank(scores: dict[str, float]) -> dict[str, int]:
@@ -162,6 +177,9 @@ class Grid:
 
     def cell(self, method: str, task: str, seeds: tuple[int, ...] = SEEDS) -> tuple[float, float]:
         return hand_interval([self.values[(method, task, s)] for s in seeds])
+
+    def bounds(self, method: str, task: str, seeds: tuple[int, ...] = SEEDS) -> tuple[float, float, float]:
+        return hand_bounds([self.values[(method, task, s)] for s in seeds])
 
     def category_accuracy(self, method: str, category: str, task: str = "math_code") -> float:
         """Share right among the category's documents, per seed, then the mean over seeds."""

@@ -102,6 +102,7 @@ def test_overview_shows_means_intervals_and_ranks(db, grid, monkeypatch) -> None
     at = start(f"sqlite:///{db}", monkeypatch)
     table, parsed = board(at)
     means = {(m.name, t): grid.cell(m.name, t)[0] for m in METHODS for t in TASKS}
+    assert "Student t on the logit scale, within [0, 1]" in text_of(at)  # the caption names the interval
     average = {m.name: sum(means[(m.name, t)] for t in TASKS) / 3 for m in METHODS}
     order = sorted(average, key=lambda m: -average[m])
     assert list(table["method"]) == order
@@ -174,7 +175,8 @@ def test_task_page_numbers_and_samples(db, grid, monkeypatch) -> None:
         mean, half = grid.cell(row.label, "math_code")
         assert (row.mean, row.half_width) == pytest.approx((mean, half), abs=1e-9)
         assert row.rank == rank[row.label]
-        assert row.interval == f"[{mean - half:.3f}, {mean + half:.3f}]"
+        _, low, high = grid.bounds(row.label, "math_code")
+        assert row.interval == f"[{low:.3f}, {high:.3f}]"
 
     by_category = at.dataframe[1].value  # in the task table's order (by rank)
     assert list(by_category["method"]) == list(table["label"])

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from benchmark.errors import UserError
 from benchmark.results import ResultRecord, format_records, mean_interval, open_readonly, t_quantile
 from benchmark.storage import RunRecord, SampleRecord, ScoreRecord, open_store, params_key
+from tests.leaderboard_fixtures import logit_bounds
 
 # Two-sided 95% critical values of Student's t from printed tables (and scipy.stats.t.ppf).
 T_975 = {1: 12.7062047, 2: 4.3026527, 3: 3.1824463, 4: 2.7764451, 9: 2.2621572, 29: 2.0452296, 120: 1.9799304}
@@ -97,12 +98,12 @@ def test_three_seeds_mean_and_interval_match_an_independent_computation(db_path:
     r = records[("ties", "math_code", "exact_match")]
     values = np.array([0.40, 0.55, 0.47])  # the failed seed-3 run (0.99) must not count
     mean, sd = values.mean(), values.std(ddof=1)
-    half = T_975[2] * sd / math.sqrt(3)
+    low, high = logit_bounds(mean, T_975[2] * sd / math.sqrt(3))
     assert r.n_seeds == 3 and r.seeds == [0, 1, 2] and r.primary
     assert r.mean == pytest.approx(mean, abs=1e-12)
     assert r.std == pytest.approx(sd, abs=1e-12)
-    assert r.ci_low == pytest.approx(mean - half, abs=1e-6)
-    assert r.ci_high == pytest.approx(mean + half, abs=1e-6)
+    assert r.ci_low == pytest.approx(low, abs=1e-6)
+    assert r.ci_high == pytest.approx(high, abs=1e-6)
     assert r.mean_stderr == pytest.approx(0.015)  # mean of the known stderrs only
     assert r.merge_seconds == pytest.approx(3.0)
     assert r.peak_memory_mb == pytest.approx(101.0)
@@ -116,7 +117,7 @@ def test_one_seed_uses_the_run_stderr_or_collapses(db_path: Path) -> None:
     records = by_key(open_readonly(f"sqlite:///{db_path}").records("micro"))
     with_stderr = records[("cat", "math_code", "exact_match")]
     assert with_stderr.n_seeds == 1 and with_stderr.std is None
-    assert (with_stderr.ci_low, with_stderr.ci_high) == pytest.approx((0.61 - Z_975 * 0.03, 0.61 + Z_975 * 0.03))
+    assert (with_stderr.ci_low, with_stderr.ci_high) == pytest.approx(logit_bounds(0.61, Z_975 * 0.03))
     without = records[("cat", "manual_qa", "exact_match")]
     assert without.ci_low == without.mean == without.ci_high == pytest.approx(0.33)
     assert without.consumes == "skill_sample"
@@ -126,7 +127,33 @@ def test_mean_interval_directly() -> None:
     values = [0.1, 0.2, 0.3, 0.5, 0.4]
     mean, low, high = mean_interval(values, [None] * 5)
     half = T_975[4] * statistics.stdev(values) / math.sqrt(5)
-    assert (mean, low, high) == pytest.approx((0.3, 0.3 - half, 0.3 + half), abs=1e-7)
+    assert (mean, low, high) == pytest.approx((0.3, *logit_bounds(0.3, half)), abs=1e-7)
+
+
+@pytest.mark.parametrize("values", [[0.0, 0.02, 0.0], [0.01, 0.0, 0.0, 0.03], [1.0, 0.97, 1.0], [0.99, 1.0, 0.96, 1.0]])
+def test_interval_of_a_share_near_zero_or_one_stays_within_the_unit_interval(values) -> None:
+    mean, low, high = mean_interval(values, [None] * len(values))
+    n = len(values)
+    t_half = T_975[n - 1] * statistics.stdev(values) / math.sqrt(n)
+    assert not 0 <= mean - t_half <= mean + t_half <= 1  # the plain t-interval would leave [0, 1]
+    assert 0 < low < mean < high < 1
+
+
+def test_interval_of_a_share_shrinks_with_more_seeds_and_keeps_bounds_on_the_point() -> None:
+    few, many = [0.02, 0.0, 0.04], [0.02, 0.0, 0.04] * 4  # same mean and spread, 3 then 12 seeds
+    (_, low_few, high_few), (_, low_many, high_many) = (mean_interval(v, [None] * len(v)) for v in (few, many))
+    assert low_few < low_many < 0.02 < high_many < high_few
+    assert mean_interval([0.0, 0.0, 0.0], [None] * 3) == (0.0, 0.0, 0.0)  # no spread: the point
+    assert mean_interval([1.0], [0.0]) == (1.0, 1.0, 1.0)
+    _, low, high = mean_interval([0.02], [0.02])  # one seed: its own stderr, bounded too
+    assert 0 < low < 0.02 < high < 1
+
+
+def test_a_metric_outside_the_unit_interval_keeps_the_plain_t_interval() -> None:
+    values = [1.5, 2.5, 2.0]  # not a share
+    mean, low, high = mean_interval(values, [None] * 3)
+    half = T_975[2] * statistics.stdev(values) / math.sqrt(3)
+    assert (low, high) == pytest.approx((2.0 - half, 2.0 + half))
 
 
 def test_records_filter_by_suite_and_keep_parameter_settings_apart(tmp_path: Path) -> None:
@@ -237,13 +264,15 @@ def test_table_shows_primary_metric_per_method_and_task(db_path: Path) -> None:
     records = open_readonly(f"sqlite:///{db_path}").records("micro")
     r = by_key(records)[("ties", "math_code", "exact_match")]
     table = format_records(records, "table", width=200)
-    assert f"{r.mean:.3f} ± {r.half_width:.3f} (3)" in table
+    cell = f"{r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] (3)"
+    assert cell in table and "Student t on the logit scale" in table
     assert "exact_match" in table and "format_ok" not in table
     split = ([c.strip() for c in line.split("│") if c.strip()] for line in table.splitlines())
     rows = {cells[0]: cells[1:] for cells in split if cells}
     # Tasks are columns in name order: manual_qa, then math_code; ties has no manual_qa run.
-    assert rows["ties"] == ["-", f"{r.mean:.3f} ± {r.half_width:.3f} (3)"]
-    assert rows["cat"] == ["0.330 ± 0.000 (1)", f"0.610 ± {Z_975 * 0.03:.3f} (1)"]
+    assert rows["ties"] == ["-", cell]
+    low, high = logit_bounds(0.61, Z_975 * 0.03)
+    assert rows["cat"] == ["0.330 [0.330, 0.330] (1)", f"0.610 [{low:.3f}, {high:.3f}] (1)"]
     assert "\x1b[" not in table
     assert format_records([], "table").strip() == "No results stored."
     with pytest.raises(ValueError):

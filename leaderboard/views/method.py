@@ -22,7 +22,7 @@ first = ok.iloc[0]
 info = method_info(first["method_class"])
 
 ui.header(label, "What the method is, what it consumed, what it cost, and its scores across tasks "
-          "and seeds (mean over seeds with 95% interval; rank among the suite's methods).")
+          f"and seeds (mean over seeds with {queries.INTERVAL}; rank among the suite's methods).")
 st.markdown(info.description or "_No description: the method's source is not installed here._")
 facts = [f"**family:** {info.family}", f"**consumes:** {queries.consumes_label(first['consumes'])}"]
 if info.paper:

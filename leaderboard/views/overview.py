@@ -10,7 +10,8 @@ data = ui.suite_data()
 ui.header(
     "SoupBench leaderboard",
     f"Suite `{data.suite}`: which merge method composes skills best, at what cost, and how sure we "
-    "are. Each cell: mean over seeds ± 95% interval (Student t), then the rank on that task. "
+    f"are. Each cell: mean over seeds ± half the width of its {queries.INTERVAL}, then the rank on "
+    "that task. "
     "Composite tasks (needing several skills) come first; sort and filter in the sidebar; click a "
     "method for its page.",
 )
@@ -68,7 +69,8 @@ help = {
 }
 for task in ov.tasks:
     metric = cells.loc[cells["task"] == task, "metric"].iloc[0]
-    help[task] = (f"{queries.task_meta(task).display_name} ({metric}): mean ± 95% CI half-width over seeds, "
+    help[task] = (f"{queries.task_meta(task).display_name} ({metric}): mean ± half the width of its "
+                  f"{queries.INTERVAL} over seeds, "
                   "then the rank on this task.")
 st.html(board_html.overview_html(ov, help, stats))
 st.caption(

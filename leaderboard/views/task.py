@@ -14,7 +14,7 @@ rows = ranking.task_table(cells, task)
 metric = cells.loc[cells["task"] == task, "metric"].iloc[0]
 
 ui.header(f"{meta.display_name} (`{task}`)",
-          "How each method scores on this task (mean over seeds, 95% interval), and every evaluated "
+          f"How each method scores on this task (mean over seeds, {queries.INTERVAL}), and every evaluated "
           "answer behind the score.")
 st.markdown(meta.description or "_This task's folder is not installed here, so only its stored "
             "results are shown._")
