@@ -21,9 +21,15 @@ WARM = ("pandas", "altair", "leaderboard.queries", "leaderboard.ranking", "leade
 
 def streamlit_argv(url: str, port: int, source: str | None = None) -> list[str]:
     """The `streamlit run` command line for the site (the URL, and what it holds, go to the script
-    after `--`)."""
+    after `--`).
+
+    `client.toolbarMode` "viewer": a public board is for viewers, so the toolbar keeps only
+    viewer items (print, theme) and hides the developer ones (Deploy, rerun, clear cache), which
+    Streamlit's default "auto" shows to any visitor on localhost.
+    """
     return ["streamlit", "run", str(APP), "--server.port", str(port), "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--theme.primaryColor", PRIMARY_COLOR,
+            "--client.toolbarMode", "viewer",
             "--", "--db", url, *(["--source", source] if source else [])]
 
 

@@ -113,6 +113,11 @@ def test_overview_renders_in_chromium(tmp_path) -> None:
             browser, page, table = _open_overview(playwright, expect, port, [m.name for m in METHODS])
             expect(table.get_by_text(score, exact=True)).to_be_in_viewport()
             expect(page.get_by_role("heading", name="SoupBench leaderboard")).to_be_visible()
+            # A public board is for viewers: no Deploy button, even to a visitor on localhost
+            # (where Streamlit's "auto" toolbar shows it).
+            expect(page.get_by_test_id("stToolbar")).to_be_attached()
+            expect(page.get_by_test_id("stAppDeployButton")).to_have_count(0)
+            expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
             page.screenshot(path=str(ARTIFACTS / "leaderboard-overview.png"))
 
             # A method name is a link to its page, which says where the method comes from.

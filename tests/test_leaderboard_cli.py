@@ -89,6 +89,7 @@ def test_streamlit_command_line() -> None:
     assert argv[:3] == ["streamlit", "run", str(REPO / "leaderboard" / "app.py")]
     options = dict(zip(argv[3:argv.index("--"):2], argv[4:argv.index("--"):2]))
     assert options["--server.port"] == "8642" and options["--server.headless"] == "true"
+    assert options["--client.toolbarMode"] == "viewer"  # no Deploy button on a public board
     assert argv[argv.index("--") + 1:] == ["--db", "sqlite:////data/r.db"]
 
 
