@@ -364,7 +364,7 @@ def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pendi
         "seed": seed,
         "tasks": pending,
     }
-    info = {k: v for k, v in result.info.items() if k != "module_weights"}
+    info = dict(result.info)  # a learned method's weights (CAT's per module) too: the method page shows them
     return [
         RunRecord(
             suite=suite.name, method=_label(method), method_params=_params(method), task=task, seed=seed,

@@ -104,3 +104,22 @@ def differences(rows: pd.DataFrame, a: str, b: str) -> alt.LayerChart:
                                         alt.Tooltip("p:Q", format=".4f")])
     zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="#555", strokeDash=[4, 4]).encode(x="x:Q")
     return (zero + rule + dot).properties(height=max(50 * len(rows), 120))
+
+
+def learned_weights_heatmap(weights: pd.DataFrame) -> alt.Chart:
+    """A learned method's weight per layer (rows) and module (columns), one panel per expert: the
+    mean over seeds, each seed's value in the tooltip's spread. Where CAT puts its weight (which
+    expert, which layers) is what its readers ask about."""
+    cells = (weights.groupby(["expert", "layer", "module"], sort=False)["weight"]
+             .agg(weight="mean", low="min", high="max", seeds="size").reset_index())
+    layers = list(dict.fromkeys(weights["layer"]))
+    modules = list(dict.fromkeys(weights["module"]))
+    return alt.Chart(cells).mark_rect().encode(
+        x=alt.X("module:N", sort=modules, title="module"),
+        y=alt.Y("layer:N", sort=layers, title="layer"),
+        color=alt.Color("weight:Q", title="weight (mean over seeds)", scale=alt.Scale(scheme="viridis")),
+        column=alt.Column("expert:N", title="expert"),
+        tooltip=["expert", "layer", "module", alt.Tooltip("weight:Q", format=".3f"),
+                 alt.Tooltip("low:Q", title="lowest seed", format=".3f"),
+                 alt.Tooltip("high:Q", title="highest seed", format=".3f"), alt.Tooltip("seeds:Q")],
+    ).properties(width=max(28 * len(modules), 120), height=max(22 * len(layers), 40))

@@ -14,6 +14,7 @@ two agree.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -148,6 +149,42 @@ def sandbox_isolation(reader: ResultsReader, run_ids: list[int]) -> pd.DataFrame
         report = (provenance or {}).get("sandbox") or {}
         counts[(report.get("level", "not recorded"), report.get("backend", ""))] += 1
     return pd.DataFrame([(*key, n) for key, n in sorted(counts.items())], columns=["level", "backend", "runs"])
+
+
+LEARNED_COLUMNS = ["seed", "layer", "module", "expert", "weight"]
+_LAYER = re.compile(r"^(?:.*\.)?layers?\.(\d+)\.(.+)$")
+
+
+def learned_weights(reader: ResultsReader, run_ids: list[int]) -> pd.DataFrame:
+    """The weights a learned method found, per seed, layer, module and expert, from each run's
+    provenance (`method_info`, as the method reported it): CAT's one weight per expert per module
+    (`module_weights`), LoRAHub's one weight per expert for every module (`expert_weights`, shown
+    as layer "all"). One row per (seed, module, expert): a seed's runs share one merge. Empty for a
+    method that learns nothing, and for runs stored before the runner kept CAT's module weights."""
+    with reader.engine.connect() as connection:
+        stored = connection.execute(select(Run.seed, Run.provenance).where(Run.id.in_(run_ids))).all()
+    rows, seen = [], set()
+    for seed, provenance in stored:
+        info = (provenance or {}).get("method_info") or {}
+        if seed in seen or not ("module_weights" in info or "expert_weights" in info):
+            continue
+        seen.add(seed)
+        if "module_weights" in info:
+            experts = info.get("module_weight_experts") or [f"expert {i}" for i in range(
+                max(len(w) for w in info["module_weights"].values()))]
+            for path, weights in info["module_weights"].items():
+                match = _LAYER.match(path)
+                layer, module = (match.group(1), match.group(2)) if match else ("-", path)
+                rows += [(seed, layer, module, expert, float(w)) for expert, w in zip(experts, weights)]
+        else:
+            rows += [(seed, "all", "all modules", expert, float(w)) for expert, w in info["expert_weights"].items()]
+    frame = pd.DataFrame(rows, columns=LEARNED_COLUMNS)
+    return frame.sort_values(["seed", "layer", "module", "expert"], key=_natural, ignore_index=True)
+
+
+def _natural(column: pd.Series) -> pd.Series:
+    """Layer 10 after layer 9, not after layer 1."""
+    return column.map(lambda v: (0, int(v), "") if str(v).isdigit() else (1, 0, str(v)))
 
 
 def load_scores(reader: ResultsReader, suite: str) -> pd.DataFrame:

@@ -83,6 +83,12 @@ def isolation(url: str, run_ids: tuple[int, ...]) -> pd.DataFrame:
     return queries.sandbox_isolation(snapshot.reader(url), list(run_ids))
 
 
+@st.cache_data(ttl=TTL, max_entries=256, show_spinner=False)
+def learned_weights(url: str, run_ids: tuple[int, ...]) -> pd.DataFrame:
+    """The weights a learned method found in these runs (a stored run's provenance never changes)."""
+    return queries.learned_weights(snapshot.reader(url), list(run_ids))
+
+
 @dataclass
 class SuiteData:
     url: str

@@ -92,6 +92,20 @@ def _sample(task: str, doc: int, correct: bool) -> SampleRecord:
     return SampleRecord(doc, prompt.format(a=a, b=b), generation, reference, executed, correct, extra)
 
 
+CAT_MODULES = tuple(f"model.layers.{layer}.self_attn.{m}" for layer in (0, 1) for m in ("q_proj", "v_proj"))
+
+
+def learned_info(method: str, seed: int) -> dict:
+    """What a learned method reports of its weights (`MergeResult.info`), as the runner stores it:
+    CAT one weight per expert (math, code) per module, LoRAHub one per expert."""
+    if method == "cat":
+        return {"module_weights": {m: [0.3 + 0.1 * i + 0.01 * seed, 0.7 - 0.1 * i] for i, m in enumerate(CAT_MODULES)},
+                "module_weight_experts": ["math", "code"]}
+    if method == "lorahub":
+        return {"expert_weights": {"math": 0.4 + 0.01 * seed, "code": 0.6}, "n_target_examples": 5}
+    return {}
+
+
 def make_runs(suite: str = "micro", methods: tuple[MethodSpec, ...] = METHODS,
               tasks: tuple[str, ...] = TASKS, seeds: tuple[int, ...] = SEEDS, n_docs: int = N_DOCS,
               base: dict | None = None, with_samples: bool = True) -> Iterator[RunRecord]:
@@ -114,7 +128,8 @@ def make_runs(suite: str = "micro", methods: tuple[MethodSpec, ...] = METHODS,
                     output_rank=method.output_rank, consumes=method.consumes,
                     n_target_examples=5 if method.consumes == "target_examples" else None,
                     base_fingerprint=fingerprint, expert_fingerprints={"math": "e1", "code": "e2"},
-                    provenance={"python": "3.11", "sandbox": WEAK if method.name == "data_mix" else STRONG},
+                    provenance={"python": "3.11", "sandbox": WEAK if method.name == "data_mix" else STRONG,
+                                "method_info": learned_info(method.name, seed)},
                     spec={"suite": {"name": suite, "base": base}, "method": method.name,
                           "method_class": method.class_path, "params": method.params, "seed": seed,
                           "tasks": list(tasks), "task": task},

@@ -41,6 +41,18 @@ def test_run_stores_every_cell_then_skips_them(tiny_suite_file, tmp_path):
     assert provenance["packages"]["torch"] and "git_commit" in provenance
     spec = json.loads(rows(db, "select spec from runs where method = 'cat' limit 1")[0][0])
     assert spec["params"]["steps"] == 4 and spec["suite"]["name"] == "tiny"
+    # CAT's learned weights are stored with its runs, and the method page's query reads them per
+    # layer and module (the paper's one weight per expert per module)
+    from benchmark.results import open_readonly
+    from leaderboard.queries import learned_weights
+
+    cat_runs = [i for (i,) in rows(db, "select id from runs where method = 'cat'")]
+    reader = open_readonly(f"sqlite:///{db}")
+    learned = learned_weights(reader, cat_runs)
+    reader.close()
+    info = json.loads(rows(db, f"select provenance from runs where id = {cat_runs[0]}")[0][0])["method_info"]
+    assert set(learned["expert"]) == {"math", "code"} and learned["layer"].str.isdigit().all()
+    assert len(learned) == 2 * len(info["module_weights"]) and learned["weight"].notna().all()
     # every method name appears in the printed table
     for method in METHODS:
         assert method in result.output

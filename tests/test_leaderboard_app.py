@@ -7,6 +7,7 @@ test computes by hand from the raw scores the fixture stored.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from benchmark.storage import open_store
-from leaderboard_fixtures import CATEGORIES, METHODS, SEEDS, TASKS, competition_rank, fill_grid
+from leaderboard_fixtures import CAT_MODULES, CATEGORIES, METHODS, SEEDS, TASKS, competition_rank, fill_grid
 
 APP = Path(__file__).resolve().parent.parent / "leaderboard" / "app.py"
 HUB = {"kind": "hub", "model_id": "meta-llama/Llama-2-7b-hf"}
@@ -223,6 +224,40 @@ def test_method_page(db, grid, monkeypatch) -> None:
     spread = at.dataframe[1].value
     for task in TASKS:
         assert list(spread.loc[task]) == pytest.approx([grid.values[("cat", task, s)] for s in SEEDS])
+
+
+def _learned_chart(at: AppTest) -> tuple[dict, pd.DataFrame] | None:
+    """The method page's learned-weights heatmap (its Vega-Lite spec and the data it draws), if any."""
+    import pyarrow as pa
+
+    for chart in at.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        if spec.get("mark") in ("rect", {"type": "rect"}):
+            (dataset,) = chart.proto.datasets
+            return spec, pa.ipc.open_stream(dataset.data.data).read_pandas()
+    return None
+
+
+def test_method_page_of_cat_shows_its_learned_weights_per_layer_and_module(db, monkeypatch) -> None:
+    at = start(f"sqlite:///{db}", monkeypatch, page="method", method="cat")
+    assert "Learned weights" in [h.value for h in at.subheader]
+    spec, values = _learned_chart(at)
+    cells = {(v.expert, v.layer, v.module): v.weight for v in values.itertuples()}
+    assert len(cells) == 2 * len(CAT_MODULES)  # every expert x layer x module, seeds averaged
+    for i, path in enumerate(CAT_MODULES):
+        layer, module = path.split(".")[2], ".".join(path.split(".")[3:])
+        assert cells[("math", layer, module)] == pytest.approx(0.3 + 0.1 * i + 0.01 * sum(SEEDS) / len(SEEDS))
+        assert cells[("code", layer, module)] == pytest.approx(0.7 - 0.1 * i)
+    assert spec["encoding"]["y"]["field"] == "layer" and spec["encoding"]["x"]["field"] == "module"
+
+
+def test_method_page_of_lorahub_shows_one_weight_per_expert_and_ties_none(db, monkeypatch) -> None:
+    at = start(f"sqlite:///{db}", monkeypatch, page="method", method="lorahub")
+    _, values = _learned_chart(at)
+    assert {(v.expert, v.layer): round(v.weight, 6) for v in values.itertuples()} == {("math", "all"): 0.41, ("code", "all"): 0.6}
+    assert "One weight per expert serves every module." in text_of(at)
+    at = start(f"sqlite:///{db}", monkeypatch, page="method", method="ties")
+    assert "Learned weights" not in [h.value for h in at.subheader] and _learned_chart(at) is None
 
 
 def test_method_page_shows_the_sandbox_its_programs_ran_in(db, monkeypatch) -> None:

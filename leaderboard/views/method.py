@@ -77,6 +77,15 @@ st.dataframe(scores[["task", "metric", "mean", "half_width", "interval", "n_seed
                  "place": st.column_config.TextColumn("rank", help="Among this suite's methods on the task."),
              })
 
+learned = ui.learned_weights(data.url, tuple(int(i) for i in ok["run_id"]))
+if not learned.empty:  # a learned method (CAT, LoRAHub): where it put its weight
+    st.subheader("Learned weights")
+    seeds = learned["seed"].nunique()
+    st.caption(f"The weight the method learned for each expert, per layer and module: the mean over {seeds} "
+               f"seed{'s' if seeds > 1 else ''} (the tooltip gives the lowest and highest seed). "
+               + ("One weight per expert serves every module." if set(learned["layer"]) == {"all"} else ""))
+    st.altair_chart(charts.learned_weights_heatmap(learned))
+
 st.subheader("Seeds' spread")
 st.caption("Each dot is one seed's score; the tick is the mean and the grey bar its 95% interval.")
 seed_rows = queries.primary_scores(data.runs[data.runs["label"] == label], data.scores)
