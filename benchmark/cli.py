@@ -383,8 +383,10 @@ def leaderboard(
 
 
 from benchmark.cli_db import db_app  # noqa: E402  (a sub-command group of its own module)
+from benchmark.cli_submit import register as _register_submission  # noqa: E402
 
 app.add_typer(db_app, name="db")
+_register_submission(app, console, out, _quiet_libraries)
 
 if __name__ == "__main__":
     app()

@@ -23,6 +23,8 @@ import io  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
+import statistics  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -93,6 +95,70 @@ def evaluate_model(model: Any, tokenizer: Any, task_names: list[str], data_dir: 
     finally:
         model.train(was_training)
     return {name: _outcome(name, results) for name in task_names}
+
+
+class SamplesMismatchError(ValueError):
+    """Stored per-sample outputs that are not what the task's documents and scoring rules give."""
+
+
+def rescore(task_name: str, samples: list[SampleRecord], data_dir: Path, eval_spec: EvalSpec,
+            what: str = "run") -> list[ScoreRecord]:
+    """The task's scores recomputed from stored per-sample outputs, without a model.
+
+    Each sample's prompt and target must be those of the task's document of the same index (the
+    documents of `data_dir`); its generation goes through the task's own lm-eval filters (programs
+    run again in the sandbox) and `process_results`, exactly as `evaluate_model` scores it, and
+    the per-document values are averaged as lm-eval's `mean` does. A sample whose `correct` is not
+    what its generation earns is refused, naming it. This is how an imported bundle's scores are
+    shown to follow from its samples (`benchmark.bundle`).
+    """
+    from lm_eval.api.instance import Instance
+
+    _quiet_lm_eval()
+    task = _load_tasks((task_name,), _stamp(Path(data_dir), [task_name]), eval_spec.max_gen_toks,
+                       eval_spec.sandbox_timeout_s)["tasks"][task_name]
+    docs = list(task.eval_docs)
+    if eval_spec.limit:
+        docs = docs[: int(eval_spec.limit)]
+    indices = [s.doc_index for s in samples]
+    if sorted(indices) != list(range(len(docs))):
+        raise SamplesMismatchError(f"{what}: its samples are documents {_span(indices)}, the task's documents are "
+                                   f"0..{len(docs) - 1}: each document must be scored exactly once")
+    ordered = sorted(samples, key=lambda sample: sample.doc_index)
+    instances = []
+    for sample in ordered:
+        doc = docs[sample.doc_index]
+        if sample.prompt != task.doc_to_text(doc) or sample.target != str(task.doc_to_target(doc)):
+            raise SamplesMismatchError(f"{what}: sample {sample.doc_index}'s prompt or target is not that of the "
+                                       f"task's document {sample.doc_index}")
+        instance = Instance(request_type="generate_until", doc=doc, arguments=(sample.prompt, {}), idx=0,
+                            metadata=(task_name, sample.doc_index, 1))
+        instance.resps = [sample.generation]
+        instances.append(instance)
+    task._instances = instances
+    try:
+        task.apply_filters()
+        (filter_name,) = {name for instance in instances for name in instance.filtered_resps}
+        values: dict[str, list[float]] = {}
+        primary = TASKS.get(task_name).primary_metric
+        for sample, instance in zip(ordered, instances):
+            metrics = task.process_results(instance.doc, [instance.filtered_resps[filter_name]])
+            if sample.correct is not None and bool(metrics[primary]) != sample.correct:
+                raise SamplesMismatchError(
+                    f"{what}: sample {sample.doc_index} is stored as correct={sample.correct}, but its generation "
+                    f"scores {primary}={metrics[primary]}")
+            for metric, value in metrics.items():
+                values.setdefault(metric, []).append(float(value))
+    finally:
+        task._instances = []
+    n = len(ordered)
+    return [ScoreRecord(metric=metric, value=sum(vals) / n, n_samples=n, primary=metric == primary,
+                        stderr=(statistics.stdev(vals) / math.sqrt(n)) if n > 1 else None)
+            for metric, vals in values.items()]
+
+
+def _span(indices: list[int]) -> str:
+    return f"{min(indices)}..{max(indices)} ({len(indices)}, {len(set(indices))} distinct)" if indices else "none"
 
 
 def _stamp(data_dir: Path, task_names: list[str]) -> tuple:

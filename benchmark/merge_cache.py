@@ -16,8 +16,6 @@ their scales in the JSON beside them).
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from benchmark import cache
 from benchmark.lora import LoraFactors
 from benchmark.method import MergeMethod, MergeResult
+from benchmark.run_spec import method_source_sha256
 
 TENSORS = "merge.safetensors"
 META = "merge.json"
@@ -35,8 +34,8 @@ META = "merge.json"
 
 def source_digest(method: MergeMethod) -> str:
     """sha256 of the file that defines the method's class (its code is part of the result)."""
-    path = inspect.getsourcefile(type(method))
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else "unknown"
+    digest = method_source_sha256(type(method))
+    return digest[:16] if digest else "unknown"
 
 
 def merge_key(method: MergeMethod, seed: int, base_fingerprint: str, expert_fingerprints: list[str],

@@ -30,6 +30,7 @@ from benchmark.experts import prepare_experts, skill_training_data
 from benchmark.memory import PeakMemory
 from benchmark.method import Consumes, MergeContext, MergeMethod
 from benchmark.registry import did_you_mean
+from benchmark.run_spec import MethodCard, RunSpec, method_source_sha256
 from benchmark.storage import RunRecord, Store, collect_provenance, params_key
 from benchmark.suite import Suite
 from benchmark.taskinfo import TASKS, get_skill
@@ -161,13 +162,15 @@ def run_grid(
     reporter: Reporter | None = None,
     evaluator: Callable[..., dict] = evaluate_model,
     use_release: bool = True,
+    eval_seed: int | None = None,
 ) -> GridSummary:
     """Run every (method, task, seed) cell not yet stored; return what was done.
 
     `evaluator` has `benchmark.evaluation.evaluate_model`'s signature; replacing it is for research
     scripts on machines without lm-eval (scripts/micro_sweep.py), not for leaderboard results.
     `use_release=False` builds (or takes from the cache) instead of using the release: what the
-    release command does.
+    release command does. `eval_seed` scores on documents drawn from another seed than the suite's
+    `data_seed` (a hidden set, `benchmark.submission`); base, experts and training data are unchanged.
     """
     reporter = reporter or Reporter()
     methods = methods or catalog.method_names(suite.skill_names)
@@ -208,11 +211,7 @@ def run_grid(
                         log=reporter.log, use_release=use_release)
     reporter.log(f"base model ready in {time.perf_counter() - start:.1f} s ({base.fingerprint})")
     check_stored_base(suite, store, base.fingerprint)
-    data_key = cache.content_hash(suite.name, suite.data_seed, [s.model_dump() for s in suite.skills],
-                                  suite.task_options)
-    data_dir = cache.cache_dir("data", data_key)
-    for task in tasks:
-        write_task_data([task], data_dir, _eval_size(suite, task), suite.data_seed, suite.task_options)
+    data_dir = task_data_dir(suite, tasks, eval_seed)
     skill_data = skill_training_data(suite)
     provenance = collect_provenance()
 
@@ -240,7 +239,7 @@ def run_grid(
                         reporter.log(f"[red]{label} failed[/red] (seed {seed}): {message}")
                         summary.failed.append((label, seed, message))
                         records = [_failed_record(suite, method, task, seed, message, traceback.format_exc(),
-                                                  provenance) for task in pending]
+                                                  provenance, group, pending) for task in pending]
                     records = _save(store, claims.owner, records, summary, reporter)
                     reporter.stored(records)
                     if records and records[0].status == "ok":
@@ -252,6 +251,29 @@ def run_grid(
                 if grid_bar is not None:
                     grid_bar(done_models, n_models, float("nan"))
     return summary
+
+
+def rerun_spec(spec: RunSpec, store: Store, reporter: Reporter | None = None,
+               evaluator: Callable[..., dict] = evaluate_model, eval_seed: int | None = None) -> GridSummary:
+    """Recompute, into `store`, the cell a stored row's spec describes, from the spec alone.
+
+    The whole merged model of the row is recomputed: every task of `spec.tasks` (scored on one merge
+    in one evaluation pass, as the original run did, so that the documents are batched alike). The
+    method must be registered under the spec's name (built in, a plugin, or a loaded file); when the
+    spec names its source's sha256, the registered code must be that code.
+    """
+    cls = catalog.get_method_class(spec.method)
+    if spec.card is not None and spec.card.source_sha256:
+        found = method_source_sha256(cls)
+        if found != spec.card.source_sha256:
+            raise UserError(f"method {spec.method!r} is registered here with other code than the row was made with "
+                            f"(its source has sha256 {found}, the row names {spec.card.source_sha256})")
+    suite = spec.suite
+    current = _params(catalog.create_method(spec.method, suite.method_params.get(spec.method, {}), suite.skill_names))
+    if current != spec.params:
+        suite = suite.model_copy(update={"method_params": {**suite.method_params, spec.method: spec.params}})
+    return run_grid(suite, store, methods=[spec.method], tasks=list(spec.tasks or (spec.task,)), seeds=[spec.seed],
+                    reporter=reporter, evaluator=evaluator, eval_seed=eval_seed)
 
 
 def _claim(claims: ClaimBook, suite: Suite, method: MergeMethod, pending: list[str], seed: int,
@@ -307,9 +329,24 @@ def _label(method: MergeMethod) -> str:
     return method.display_name
 
 
+def _class_path(method: MergeMethod) -> str:
+    return f"{type(method).__module__}.{type(method).__qualname__}"
+
+
 def _dev_examples(suite: Suite, task: str, n: int = DEV_EXAMPLES) -> list[dict]:
     """Examples of a target task drawn from another stream than its scored documents."""
     return TASKS.get(task).build_eval(n, suite.data_seed + DEV_SEED_OFFSET, **suite.task_options.get(task, {}))
+
+
+def task_data_dir(suite: Suite, tasks: list[str], eval_seed: int | None = None) -> Path:
+    """The folder of the suite's eval documents of `tasks` (written now if missing): drawn from the
+    suite's `data_seed`, or from `eval_seed` for a hidden set."""
+    seed = suite.data_seed if eval_seed is None else eval_seed
+    data_key = cache.content_hash(suite.name, seed, [s.model_dump() for s in suite.skills], suite.task_options)
+    data_dir = cache.cache_dir("data", data_key)
+    for task in tasks:
+        write_task_data([task], data_dir, _eval_size(suite, task), seed, suite.task_options)
+    return data_dir
 
 
 def _eval_size(suite: Suite, task: str) -> int:
@@ -356,14 +393,9 @@ def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pendi
         if cached_cost["reused"]:  # the method's cost is what computing it cost, plus reading it
             merge_seconds += cached_cost["merge_seconds"]
             peak_mb = max(peak_mb, cached_cost["peak_memory_mb"])
-    spec = {
-        "suite": suite.model_dump(mode="json"),
-        "method": _label(method),
-        "method_class": f"{type(method).__module__}.{type(method).__qualname__}",
-        "params": _params(method),
-        "seed": seed,
-        "tasks": pending,
-    }
+    spec = RunSpec(suite=suite, method=_label(method), method_class=_class_path(method), params=_params(method),
+                   seed=seed, task=pending[0], tasks=tuple(pending), experts=tuple(e.name for e in experts),
+                   card=MethodCard.of(method))
     info = dict(result.info)  # a learned method's weights (CAT's per module) too: the method page shows them
     return [
         RunRecord(
@@ -373,7 +405,8 @@ def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pendi
             peak_memory_mb=peak_mb, output_rank=result.output_rank or stats.get("max_output_rank"),
             consumes=method.consumes.value, n_target_examples=info.get("n_target_examples"),
             base_fingerprint=base.fingerprint, expert_fingerprints={e.name: e.fingerprint for e in experts},
-            provenance={**provenance, "method_info": info}, spec={**spec, "task": task},
+            provenance={**provenance, "method_info": info},
+            spec=spec.model_copy(update={"task": task}).stored(),
         )
         for task in pending
     ]
@@ -402,11 +435,13 @@ def _cached_merge(suite: Suite, base: BaseModel, experts, method: MergeMethod, c
 
 
 def _failed_record(suite: Suite, method: MergeMethod, task: str, seed: int, message: str, trace: str,
-                   provenance: dict) -> RunRecord:
+                   provenance: dict, group: tuple[str, ...], pending: list[str]) -> RunRecord:
+    spec = RunSpec(suite=suite, method=_label(method), method_class=_class_path(method), params=_params(method),
+                   seed=seed, task=task, tasks=tuple(pending), experts=group, card=MethodCard.of(method))
     return RunRecord(
         suite=suite.name, method=_label(method), method_params=_params(method), task=task, seed=seed,
         scores=[], samples=[], merge_seconds=0.0, eval_seconds=0.0, peak_memory_mb=0.0, output_rank=None,
         consumes=method.consumes.value, n_target_examples=None, base_fingerprint="", expert_fingerprints={},
-        provenance={**provenance, "traceback": trace}, spec={"method": _label(method), "task": task, "seed": seed},
+        provenance={**provenance, "traceback": trace}, spec=spec.stored(),
         status="failed", error=message,
     )

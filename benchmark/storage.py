@@ -41,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from benchmark import database, schema_version
+from benchmark.errors import UserError
 
 DB_ENV_VAR = "SOUPBENCH_DB"
 DEFAULT_DB_FILE = "soupbench.db"
@@ -163,6 +164,66 @@ class CellClaim(Base):
     heartbeat_at: Mapped[float] = mapped_column(Double)
 
 
+class Submission(Base):
+    """A result bundle imported into this database (`benchmark.submission`): who sent it, its hash,
+    the method's source, and how far the keeper has verified it. Its runs are ordinary rows of
+    `runs`, linked through `submission_runs`, so every query of results reads them as it reads the
+    rest (a database made before submissions existed simply has none)."""
+
+    __tablename__ = "submissions"
+    __table_args__ = (
+        CheckConstraint("state IN ('imported', 'reproduced', 'not_reproduced')", name="ck_submissions_state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bundle_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    suite: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(200))
+    submitter: Mapped[str] = mapped_column(String(200))
+    contact: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # when the bundle was written
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    method_file: Mapped[str] = mapped_column(String(200))
+    method_source: Mapped[str] = mapped_column(Text)
+    method_source_sha256: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="imported")
+    # `soupbench verify`: of the bundle's per-sample outputs, how many its re-run reproduced.
+    reproduced_samples: Mapped[int | None] = mapped_column(Integer)
+    compared_samples: Mapped[int | None] = mapped_column(Integer)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    verification: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class SubmissionRun(Base):
+    """Which stored runs came in with which submission (a run comes in with at most one)."""
+
+    __tablename__ = "submission_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), unique=True)
+
+
+class HiddenScore(Base):
+    """A stored run's method scored on a hidden eval set: the same merge, documents generated from a
+    seed only the leaderboard's keeper holds (`soupbench verify --hidden-seed`). `hidden_set` names
+    the set by a digest of that seed, never the seed itself."""
+
+    __tablename__ = "hidden_scores"
+    __table_args__ = (UniqueConstraint("run_id", "hidden_set", "metric", name="uq_hidden_scores_metric"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    hidden_set: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(200))
+    value: Mapped[float]
+    stderr: Mapped[float | None]
+    n_samples: Mapped[int] = mapped_column(Integer)
+    primary: Mapped[bool]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+
+
 # ------------------------------------------------------------------------------ write-side types
 
 
@@ -209,6 +270,26 @@ class RunRecord:
     spec: dict
     status: str = "ok"
     error: str | None = None
+
+
+@dataclass
+class SubmissionRecord:
+    """What an imported bundle says of itself (see `Submission`)."""
+
+    bundle_sha256: str
+    suite: str
+    method: str
+    submitter: str
+    contact: str
+    created_at: datetime
+    method_file: str
+    method_source: str
+    method_source_sha256: str
+    environment: dict
+
+
+class AlreadyImportedError(StorageError, UserError):
+    """A bundle whose hash, or one of whose cells, is already in the database."""
 
 
 def canonical_json(params: dict) -> str:
@@ -317,6 +398,80 @@ class Store:
                     f"the database refused the batch; nothing was saved ({text}; batch: {cells})"
                 ) from error
         raise AssertionError("unreachable")
+
+    def import_submission(self, submission: SubmissionRecord, runs: list[RunRecord]) -> int:
+        """Store a bundle's runs and its submission row in one transaction; return its id.
+
+        All or nothing: a bundle already imported (same hash), or any of whose cells is already
+        stored as ok, is refused with `AlreadyImportedError` and nothing of it is written.
+        """
+        for record in runs:
+            _validate(record)
+        try:
+            with self._sessions.begin() as session:
+                existing = session.scalars(select(Submission.id).where(
+                    Submission.bundle_sha256 == submission.bundle_sha256)).first()
+                if existing is not None:
+                    raise AlreadyImportedError(f"bundle {submission.bundle_sha256[:16]} is already imported "
+                                               f"(submission {existing}); nothing was written")
+                row = Submission(**asdict(submission), state="imported")
+                session.add(row)
+                session.flush()
+                for record in runs:
+                    key = params_key(record.method_params)
+                    stored = session.scalars(select(Run).where(
+                        *_same_cell(record.suite, record.method, key, record.seed),
+                        Run.task == record.task)).one_or_none()
+                    if stored is not None and stored.status == "ok":
+                        raise AlreadyImportedError(
+                            f"{_cell_name(record)} is already stored (run id {stored.id}); a bundle adds "
+                            "cells, it never replaces them; nothing of this bundle was written")
+                    if stored is not None:
+                        session.delete(stored)
+                        session.flush()
+                    run = _to_orm(record, key)
+                    session.add(run)
+                    session.flush()
+                    session.add(SubmissionRun(submission_id=row.id, run_id=run.id))
+                return row.id
+        except IntegrityError as error:
+            raise StorageError(f"the database refused the bundle; nothing was written ({error.orig})") from error
+
+    def submission_id(self, bundle_sha256: str) -> int | None:
+        """The submission imported from the bundle with this sha256, if any."""
+        with self._sessions() as session:
+            return session.scalars(select(Submission.id).where(Submission.bundle_sha256 == bundle_sha256)).first()
+
+    def record_verification(self, bundle_sha256: str, reproduced: int, compared: int, details: dict) -> str | None:
+        """Store what `soupbench verify` found for an imported bundle; return its new state, or None
+        when the bundle is not imported here (built-in rows are verified, not submitted)."""
+        with self._sessions.begin() as session:
+            row = session.scalars(select(Submission).where(Submission.bundle_sha256 == bundle_sha256)).first()
+            if row is None:
+                return None
+            row.state = "reproduced" if compared and reproduced == compared else "not_reproduced"
+            row.reproduced_samples, row.compared_samples = reproduced, compared
+            row.verified_at, row.verification = _utcnow(), details
+            return row.state
+
+    def run_ids(self, records: list[RunRecord]) -> list[int | None]:
+        """The stored ok run of each record's cell, or None where there is none."""
+        found: list[int | None] = []
+        with self._sessions() as session:
+            for record in records:
+                found.append(session.scalars(select(Run.id).where(
+                    *_same_cell(record.suite, record.method, params_key(record.method_params), record.seed),
+                    Run.task == record.task, Run.status == "ok")).first())
+        return found
+
+    def save_hidden_scores(self, run_id: int, hidden_set: str, scores: list[ScoreRecord]) -> None:
+        """A stored run's scores on hidden set `hidden_set`, replacing any stored for that set."""
+        with self._sessions.begin() as session:
+            session.execute(delete(HiddenScore).where(HiddenScore.run_id == run_id,
+                                                      HiddenScore.hidden_set == hidden_set))
+            session.add_all(HiddenScore(run_id=run_id, hidden_set=hidden_set, metric=s.metric, value=s.value,
+                                        stderr=_finite_or_none(s.stderr), n_samples=s.n_samples,
+                                        primary=s.primary) for s in scores)
 
     def count_runs(self) -> int:
         """All stored rows, ok and failed."""

@@ -1,7 +1,9 @@
-"""A method's description, paper and family, read from its source without importing it.
+"""A method's description, paper and family: from the run's stored card, else from its source.
 
-Runs store the method's class path (`spec["method_class"]`, e.g. `methods.ties.Ties`) but not
-its description, paper link or family. Importing the method catalog to learn them costs ~8 s (it
+Runs store the method's card in their spec (`benchmark.run_spec.MethodCard`: description, paper,
+family, as the method said when it ran); `describe(spec)` reads it. Rows stored before the spec was
+typed (the micro release's reference results) have only the class path (`spec["method_class"]`,
+e.g. `methods.ties.Ties`), and for them the card is read from the class's source. Importing the method catalog to learn them costs ~8 s (it
 pulls in torch, peft and the trainer), which alone would break the site's 2-second budget, and it
 would execute plugin code inside the web server. These class attributes are plain string literals
 by convention, so reading them from the class body's syntax tree is instant and safe. When the
@@ -30,6 +32,17 @@ class MethodInfo:
     paper: str = ""
     family: str = FALLBACK_FAMILY
     found: bool = False
+
+
+def describe(spec: dict | None) -> MethodInfo:
+    """The card a run stored with its spec; for an older row, the one its class's source gives."""
+    spec = spec or {}
+    card = spec.get("card")
+    if isinstance(card, dict):
+        return MethodInfo(spec.get("method_class") or "", description=card.get("description") or "",
+                          paper=card.get("paper") or "", family=card.get("family") or FALLBACK_FAMILY,
+                          found=True)
+    return method_info(spec.get("method_class"))
 
 
 def _module_file(module: str) -> Path | None:

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from benchmark.results import CONFIDENCE, INTERVAL_NAME, CategoryCount, ResultsReader, SampleRow, share_bounds, t_quantile
 from benchmark.storage import Run, Score
-from leaderboard.method_info import method_info
+from leaderboard.method_info import describe
 
 CONSUMES_LABELS = {
     "nothing": "experts only",
@@ -116,10 +116,13 @@ def load_runs(reader: ResultsReader, suite: str) -> pd.DataFrame:
             .where(Run.id.in_(firsts))).all()
     frame = _frame(rows, RUN_FRAME_COLUMNS)
     frame["output_rank"] = frame["output_rank"].astype("Float64")
+    cards = [describe(s.spec) for s in settings]
     described = pd.DataFrame.from_records(
         [(s.method, s.params_key, s.base_fingerprint, json.dumps(s.method_params or {}, sort_keys=True),
-          base_label(s.spec, s.base_fingerprint), (s.spec or {}).get("method_class")) for s in settings],
-        columns=["method", "params_key", "base_fingerprint", "params", "base", "method_class"])
+          base_label(s.spec, s.base_fingerprint), (s.spec or {}).get("method_class"), card.family,
+          card.description, card.paper) for s, card in zip(settings, cards)],
+        columns=["method", "params_key", "base_fingerprint", "params", "base", "method_class", "family",
+                 "description", "paper"])
     frame = frame.merge(described, on=["method", "params_key", "base_fingerprint"], how="left")
     frame["label"] = method_labels(frame)
     return frame
@@ -246,7 +249,7 @@ def _interval_factor(n_seeds: int) -> float:
 
 
 _Z = statistics.NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
-_FIRST = ["method", "params_key", "params", "metric", "consumes", "method_class", "stderr"]
+_FIRST = ["method", "params_key", "params", "metric", "consumes", "method_class", "family", "stderr"]
 
 
 def aggregate(primary: pd.DataFrame) -> pd.DataFrame:
@@ -282,8 +285,6 @@ def aggregate(primary: pd.DataFrame) -> pd.DataFrame:
     low, high = share_bounds(cells["mean"].to_numpy(), half.to_numpy(), is_share.to_numpy())
     cells = cells.assign(ci_low=low, ci_high=high, half_width=(high - low) / 2)
     cells["output_rank"] = cells["output_rank"].astype(float)
-    families = {c: method_info(c).family for c in set(cells["method_class"])}
-    cells["family"] = cells["method_class"].map(families)
     return cells.reset_index()[CELL_COLUMNS]
 
 

@@ -8,7 +8,6 @@ import pandas as pd
 import streamlit as st
 
 from leaderboard import charts, queries, ranking, ui
-from leaderboard.method_info import method_info
 
 data = ui.suite_data()
 cells = ui.cells(data.url, data.suite)
@@ -19,14 +18,14 @@ label = ui.pick("Method", list(ranked.index), "method", container=st.sidebar,
 runs = data.runs[data.runs["label"] == label]
 ok = runs[runs["status"] == "ok"]
 first = ok.iloc[0]
-info = method_info(first["method_class"])
 
 ui.header(label, "What the method is, what it consumed, what it cost, and its scores across tasks "
           f"and seeds (mean over seeds with {queries.INTERVAL}; rank among the suite's methods).")
-st.markdown(info.description or "_No description: the method's source is not installed here._")
-facts = [f"**family:** {info.family}", f"**consumes:** {queries.consumes_label(first['consumes'])}"]
-if info.paper:
-    facts.append(f"**paper:** [{info.paper}]({info.paper})")
+st.markdown(first["description"] or "_No description: the run stored no card and the method's source is not "
+            "installed here._")
+facts = [f"**family:** {first['family']}", f"**consumes:** {queries.consumes_label(first['consumes'])}"]
+if first["paper"]:
+    facts.append(f"**paper:** [{first['paper']}]({first['paper']})")
 if first["method_class"]:
     facts.append(f"**class:** `{first['method_class']}`")
 if pd.notna(first["n_target_examples"]):
