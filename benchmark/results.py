@@ -29,6 +29,7 @@ from sqlalchemy import Engine, case, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from benchmark.database import open_engine, shown
+from benchmark.run_spec import RunSpec
 from benchmark.schema_version import check_readable
 from benchmark.storage import Run, Sample, Score
 
@@ -211,6 +212,11 @@ class RunRow(BaseModel):
     spec: dict[str, Any]
     created_at: datetime
     scores: list[ScoreRow]
+
+    @property
+    def run_spec(self) -> RunSpec | None:
+        """The stored spec, typed (None for a failed row stored before specs were typed)."""
+        return RunSpec.from_stored(self.spec)
 
 
 class CategoryCount(BaseModel):

@@ -412,14 +412,23 @@ def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pendi
     ]
 
 
+def trained_merge_key(suite: Suite, method: MergeMethod, seed: int, base_fingerprint: str,
+                      expert_fingerprints: list[str], skill_data: dict, target_task: str | None = None,
+                      target_examples: list[dict] | None = None) -> str:
+    """The key a trained method's result is cached and released under: its code and parameters, the
+    seed, the base and experts, what it consumed and the training recipe (`benchmark.merge_cache`).
+    A release whose merges are not keyed so for today's code is stale (tests/test_micro_release.py)."""
+    consumed = {"skill_data": skill_data, "target_task": target_task, "target_examples": target_examples or []}
+    return merge_cache.merge_key(method, seed, base_fingerprint, expert_fingerprints, consumed,
+                                 suite.expert.model_dump(mode="json"))
+
+
 def _cached_merge(suite: Suite, base: BaseModel, experts, method: MergeMethod, context: MergeContext, seed: int,
                   memory: PeakMemory, start: float, use_release: bool = True):
     """A trained method's result from the release or the cache (with the cost it had), or
     computed now and cached; returns (result, {key, reused, cost when computed})."""
-    consumed = {"skill_data": context.skill_data, "target_task": context.target_task,
-                "target_examples": context.target_examples}
-    key = merge_cache.merge_key(method, seed, base.fingerprint, [e.fingerprint for e in experts], consumed,
-                                suite.expert.model_dump(mode="json"))
+    key = trained_merge_key(suite, method, seed, base.fingerprint, [e.fingerprint for e in experts],
+                            context.skill_data, context.target_task, context.target_examples)
     released = release.released_merge(key) if use_release else None  # its files checked by the release
     folder = released or cache.cache_dir("merges", key)
     if released is not None or cache.usable(folder, f"{_label(method)} (seed {seed}): its trained result",

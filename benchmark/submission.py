@@ -335,10 +335,13 @@ def _registered(bundle: Bundle, scratch: Path) -> None:
 
 
 def verify_bundle(path: Path, store: Store | None = None, hidden_secret: str | None = None, threads: int | None = None,
-                  reporter=None, release_root: Path | None = None) -> Verification:
+                  reporter=None, release_root: Path | None = None, reproduce: bool = True) -> Verification:
     """Re-run the bundle's method from its source on the released weights and compare its per-sample
     outputs with the bundle's; with a hidden secret, also score it on the hidden set and store those
-    scores (and the verification) with the matching rows of `store`."""
+    scores (and the verification) with the matching rows of `store`. `reproduce=False` only scores
+    the hidden set (a keeper scoring the built-in rows, whose reproduction the release checks)."""
+    if not reproduce and hidden_secret is None:
+        raise UserError("nothing to do: without the re-run, verify needs a hidden seed")
     from benchmark.runner import run_grid, task_data_dir
 
     bundle = read_bundle(path)
@@ -357,13 +360,15 @@ def verify_bundle(path: Path, store: Store | None = None, hidden_secret: str | N
             run_suite = suite.model_copy(update={"method_params": {**suite.method_params,
                                                                    manifest.method.name: manifest.method.params}})
             seeds = sorted({run.spec.seed for run in manifest.runs})
-            rerun = open_store(f"sqlite:///{Path(scratch) / 'rerun.db'}")
-            try:
-                run_grid(run_suite, rerun, methods=[manifest.method.name], seeds=seeds, reporter=reporter)
-                again = {(r.task, r.seed): r for r in stored_records(rerun, suite.name, manifest.method.name)}
-            finally:
-                rerun.close()
-            for run, samples in zip(manifest.runs, bundle.samples):
+            again = {}
+            if reproduce:
+                rerun = open_store(f"sqlite:///{Path(scratch) / 'rerun.db'}")
+                try:
+                    run_grid(run_suite, rerun, methods=[manifest.method.name], seeds=seeds, reporter=reporter)
+                    again = {(r.task, r.seed): r for r in stored_records(rerun, suite.name, manifest.method.name)}
+                finally:
+                    rerun.close()
+            for run, samples in zip(manifest.runs, bundle.samples if reproduce else []):
                 other = {s.doc_index: s for s in again[(run.spec.task, run.spec.seed)].samples} \
                     if (run.spec.task, run.spec.seed) in again else {}
                 same = sum(1 for s in samples if s.doc_index in other and other[s.doc_index].generation == s.generation
@@ -394,7 +399,7 @@ def verify_bundle(path: Path, store: Store | None = None, hidden_secret: str | N
     finally:
         torch.set_num_threads(previous_threads)
     result.seconds = time.perf_counter() - start
-    if store is not None:
+    if store is not None and reproduce:
         details = {"threads": threads, "seconds": round(result.seconds, 1), "hidden_set": result.hidden_set,
                    "hostname": os.uname().nodename, "verified": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "per_run": {cell: list(v) for cell, v in result.per_run.items()}}

@@ -173,7 +173,8 @@ def learned_weights(reader: ResultsReader, run_ids: list[int]) -> pd.DataFrame:
             continue
         seen.add(seed)
         if "module_weights" in info:
-            experts = info.get("module_weight_experts") or [f"expert {i}" for i in range(
+            # CAT's `mean_weights` names its experts in the order of each module's weights.
+            experts = list(info.get("mean_weights") or {}) or [f"expert {i}" for i in range(
                 max(len(w) for w in info["module_weights"].values()))]
             for path, weights in info["module_weights"].items():
                 match = _LAYER.match(path)

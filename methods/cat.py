@@ -92,5 +92,5 @@ class Cat(MergeMethod):
         return MergeResult(
             deltas=deltas, output_rank=rank,
             info={"n_train_examples": len(sample), "mean_weights": dict(zip([e.name for e in experts], mean_weights)),
-                  "module_weights": learned, "module_weight_experts": [e.name for e in experts]},
+                  "module_weights": learned},
         )

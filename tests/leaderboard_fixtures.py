@@ -100,7 +100,7 @@ def learned_info(method: str, seed: int) -> dict:
     CAT one weight per expert (math, code) per module, LoRAHub one per expert."""
     if method == "cat":
         return {"module_weights": {m: [0.3 + 0.1 * i + 0.01 * seed, 0.7 - 0.1 * i] for i, m in enumerate(CAT_MODULES)},
-                "module_weight_experts": ["math", "code"]}
+                "mean_weights": {"math": 0.35 + 0.01 * seed, "code": 0.55}}
     if method == "lorahub":
         return {"expert_weights": {"math": 0.4 + 0.01 * seed, "code": 0.6}, "n_target_examples": 5}
     return {}

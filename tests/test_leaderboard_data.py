@@ -206,6 +206,20 @@ def test_method_info_reads_the_source_and_falls_back() -> None:
     assert method_info(None).family == "other"
 
 
+def test_the_card_a_run_stored_wins_over_the_installed_source() -> None:
+    """A plugin's row keeps describing itself when its code is gone, and a row made by older code is
+    described as it said then, not as the installed source says now."""
+    from leaderboard.method_info import describe
+
+    card = {"description": "Averages, balanced.", "paper": "https://example.org/p", "family": "linear"}
+    shown = describe({"method_class": "some_uninstalled_plugin.module.Method", "card": card})
+    assert (shown.description, shown.paper, shown.family, shown.found) == (
+        "Averages, balanced.", "https://example.org/p", "linear", True)
+    assert describe({"method_class": "methods.cat.Cat", "card": {**card, "family": "data"}}).family == "data"
+    assert describe({"method_class": "methods.cat.Cat"}).family == "concatenation"  # a row from before cards
+    assert describe(None).family == "other"
+
+
 def test_sandbox_isolation_counts_each_runs_stored_report(grid, tmp_path) -> None:
     reader = open_readonly(grid.url)
     runs = queries.load_runs(reader, grid.suite)
