@@ -310,3 +310,27 @@ def add_submission(url: str, method: MethodSpec, submitter: str, state: str = "i
 def soup(name: str, quality: float) -> MethodSpec:
     """A submitted method (its class is no installed module: the site knows it from its runs only)."""
     return MethodSpec(name, f"{name}.Soup", "nothing", {t: quality for t in TASKS}, 1.5, 420, 16, {"scale": 0.5})
+
+
+SUBMISSION_SEEDS = (0, 1)
+
+
+def fill_submissions(url: str, suite: str = "micro", n_docs: int = 20) -> dict[str, Submitted]:
+    """A small board with submissions: base, both experts and task arithmetic built in (two seeds),
+    then soup_a (reproduced, scored on the hidden set), soup_b (imported, not verified) and soup_c
+    (not reproduced). Returns the submissions by method name."""
+    fill_grid(url, suite=suite, methods=METHODS[:4], seeds=SUBMISSION_SEEDS, n_docs=n_docs, with_failed=False)
+    return {s.method: s for s in (
+        add_submission(url, soup("soup_a", .55), "Ada Lovelace", "reproduced", hidden_shift=-0.04, suite=suite,
+                       seeds=SUBMISSION_SEEDS, n_docs=n_docs),
+        add_submission(url, soup("soup_b", .65), "Bob Builder", "imported", suite=suite, seeds=SUBMISSION_SEEDS,
+                       n_docs=n_docs, created="2026-11-28T09:00:00+00:00"),
+        add_submission(url, soup("soup_c", .45), "Cy Young", "not_reproduced", suite=suite, seeds=SUBMISSION_SEEDS,
+                       n_docs=n_docs))}
+
+
+def hand_hidden_average(submitted: Submitted, tasks: tuple[str, ...] = TASKS) -> float:
+    """A hidden-set score averaged as the overview's average is: per task over seeds, then over tasks."""
+    per_task = [sum(v for (t, _), v in submitted.hidden.items() if t == task)
+                / sum(1 for (t, _) in submitted.hidden if t == task) for task in tasks]
+    return sum(per_task) / len(per_task)
