@@ -363,3 +363,18 @@ def test_a_database_made_before_submissions_reads_as_all_built_in(tmp_path) -> N
     assert provenance.method_source(snapshot.reader(url), 1) is None
     metric_of = queries.primary_metric_of(data.scores, data.runs)
     assert provenance.hidden_average(data.runs, data.hidden, metric_of, ["math"]).empty
+
+
+def test_overview_puts_source_and_hidden_beside_the_public_numbers(board) -> None:
+    _, submitted, data = board
+    sources = provenance.row_sources(data.runs, data.origins, data.hidden)
+    hidden = pd.Series({"soup_a": 0.4, "soup_b": 0.7})
+    ov = ranking.overview(data.cells, sources=sources, hidden=hidden, sort_by="hidden")
+    assert list(ov.table.columns[:3]) == ["rank", "method", "source"]
+    assert list(ov.table.index[:2]) == ["soup_b", "soup_a"] and ov.table["hidden"].isna().sum() == 5
+    assert list(ov.best.index[ov.best["hidden"]]) == ["soup_b"]
+    columns = list(ov.table.columns)
+    assert columns.index("hidden") == columns.index("average") + 1
+    built = ranking.overview(data.cells, families=["baseline"], sources=sources, hidden=hidden, sort_by="hidden")
+    assert "hidden" not in built.table and list(built.table["rank"]) == [1, 2, 3]  # no hidden row shown: by rank
+    assert set(built.table["source"]) == {"built in"}
