@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy import Connection, func, inspect, select
 
 from benchmark.results import ResultsReader
-from benchmark.storage import HiddenScore, Run, Submission, SubmissionRun
+from benchmark.storage import HiddenScore, Submission, SubmissionRun
 
 BUILT_IN = "built in"
 VERIFIED_STATE = "reproduced"
@@ -60,9 +60,13 @@ def version(connection: Connection) -> tuple:
 # ------------------------------------------------------------------------------------------ reads
 
 
-def load_origins(reader: ResultsReader, suite: str) -> pd.DataFrame:
-    """One row per run of `suite` that came in with a submission: the run id and its submission's
-    facts (the method's source itself is read only on the method page: `method_source`)."""
+def load_origins(reader: ResultsReader, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run of `runs` (a suite's, from `queries.load_runs`) that came in with a
+    submission: the run id and its submission's facts (the method's source itself is read only on
+    the method page: `method_source`).
+
+    Read from the submission tables alone and matched to the runs here: joining `runs` in SQL would
+    walk every run of the suite (SQLite starts from the larger table) to find none on most boards."""
     columns = [Submission.id, Submission.bundle_sha256, Submission.submitter, Submission.contact,
                Submission.created_at, Submission.imported_at, Submission.method_file,
                Submission.method_source_sha256, Submission.state, Submission.reproduced_samples,
@@ -70,25 +74,29 @@ def load_origins(reader: ResultsReader, suite: str) -> pd.DataFrame:
     with reader.engine.connect() as connection:
         if not has_submission_tables(connection):
             return _empty(ORIGIN_COLUMNS)
-        rows = connection.execute(
-            select(SubmissionRun.run_id, *columns)
-            .join(Submission, Submission.id == SubmissionRun.submission_id)
-            .join(Run, Run.id == SubmissionRun.run_id)
-            .where(Run.suite == suite)).all()
-    return pd.DataFrame([tuple(r) for r in rows], columns=ORIGIN_COLUMNS) if rows else _empty(ORIGIN_COLUMNS)
+        rows = connection.execute(select(SubmissionRun.run_id, *columns)
+                                  .join(Submission, Submission.id == SubmissionRun.submission_id)).all()
+    return _of_runs(rows, ORIGIN_COLUMNS, runs)
 
 
-def load_hidden(reader: ResultsReader, suite: str) -> pd.DataFrame:
-    """Every hidden-set score of an ok run of `suite` (built-in runs can have them too)."""
+def load_hidden(reader: ResultsReader, runs: pd.DataFrame) -> pd.DataFrame:
+    """Every hidden-set score of an ok run of `runs` (built-in runs can have them too); read as
+    `load_origins` reads, from the table alone."""
     with reader.engine.connect() as connection:
         if not has_submission_tables(connection):
             return _empty(HIDDEN_COLUMNS)
-        rows = connection.execute(
-            select(HiddenScore.run_id, HiddenScore.hidden_set, HiddenScore.metric, HiddenScore.value,
-                   HiddenScore.created_at)
-            .join(Run, Run.id == HiddenScore.run_id)
-            .where(Run.suite == suite, Run.status == "ok")).all()
-    return pd.DataFrame([tuple(r) for r in rows], columns=HIDDEN_COLUMNS) if rows else _empty(HIDDEN_COLUMNS)
+        rows = connection.execute(select(HiddenScore.run_id, HiddenScore.hidden_set, HiddenScore.metric,
+                                         HiddenScore.value, HiddenScore.created_at)).all()
+    return _of_runs(rows, HIDDEN_COLUMNS, runs[runs["status"] == "ok"])
+
+
+def _of_runs(rows: list, columns: list[str], runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows (run id first) that belong to one of `runs`, as a frame (empty: of the same columns)."""
+    if not rows:
+        return _empty(columns)
+    ids = set(runs["run_id"])
+    kept = [tuple(row) for row in rows if row[0] in ids]
+    return pd.DataFrame(kept, columns=columns) if kept else _empty(columns)
 
 
 def method_source(reader: ResultsReader, submission_id: int) -> tuple[str, str] | None:
@@ -126,6 +134,8 @@ def state_text(state: str, reproduced: object, compared: object) -> str:
 def row_sources(runs: pd.DataFrame, origins: pd.DataFrame, hidden: pd.DataFrame) -> pd.Series:
     """The overview's "source" text per method label: "built in", or "submitted by NAME: STATE";
     either followed by ", scored on the hidden set" when any of its runs has hidden scores."""
+    if origins.empty and hidden.empty:  # every board before submissions: no per-run work
+        return pd.Series(BUILT_IN, index=pd.unique(runs["label"]), dtype=object)
     labels = runs[["run_id", "label"]]
     submitted = origins.merge(labels, on="run_id")
     scored = set(labels.loc[labels["run_id"].isin(set(hidden["run_id"])), "label"])

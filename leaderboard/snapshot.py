@@ -68,8 +68,8 @@ def suite_frames(url: str, suite: str) -> SuiteFrames:
         return cached
     runs, scores = queries.load_runs(reader(url), suite), queries.load_scores(reader(url), suite)
     cells = queries.aggregate(queries.primary_scores(runs, scores))
-    frames = SuiteFrames(version, runs, scores, cells, provenance.load_origins(reader(url), suite),
-                         provenance.load_hidden(reader(url), suite))
+    frames = SuiteFrames(version, runs, scores, cells, provenance.load_origins(reader(url), runs),
+                         provenance.load_hidden(reader(url), runs))
     with _lock:
         _suites[(url, suite)] = frames
     return frames
