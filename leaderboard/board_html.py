@@ -31,6 +31,7 @@ CSS = """
 .sb-board td.best { background: rgba(46, 160, 67, 0.20); font-weight: 700; }
 .sb-board .ci, .sb-board .params, .sb-board .place { opacity: 0.6; }
 .sb-board .params { font-size: 0.8em; white-space: normal; }
+.sb-board td.source { font-size: 0.8em; white-space: normal; min-width: 9rem; opacity: 0.8; }
 .sb-board .place { font-size: 0.85em; }
 .sb-board a { text-decoration: none; font-weight: 600; color: #1f6f8b; }
 .sb-board tr.reference a { font-weight: 400; }
@@ -43,8 +44,8 @@ CSS = """
 </style>
 """
 
-TEXT_COLUMNS = ("method", "family", "uses", "base")
-FORMATS = {"average": "{:.3f}", "composition gain": "{:+.3f}", "retention": "{:.3f}",
+TEXT_COLUMNS = ("method", "source", "family", "uses", "base")
+FORMATS = {"average": "{:.3f}", "hidden": "{:.3f}", "composition gain": "{:+.3f}", "retention": "{:.3f}",
            "merge s": "{:,.1f}", "peak MB": "{:,.0f}", "seeds": "{:d}", "rank": "{:d}"}
 
 
@@ -103,7 +104,7 @@ def overview_html(ov: Overview, help: dict[str, str] | None = None,
                 content = escape(str(value))
             else:
                 content = "—" if pd.isna(value) else FORMATS.get(column, "{}").format(value)
-            classes = "text" if column in TEXT_COLUMNS else "num"
+            classes = ("text source" if column == "source" else "text") if column in TEXT_COLUMNS else "num"
             cells.append(f'<td class="{classes} best">{content}</td>' if best[column][label]
                          else f'<td class="{classes}">{content}</td>')
         kind = "reference" if is_reference(str(label).partition(" [")[0]) else "merge"

@@ -8,7 +8,9 @@ numbers are tested without Streamlit. Definitions (shown on the site as well):
 - composition gain: on each composite task, the method's mean minus the best single expert's
   mean on that task, averaged over the composite tasks (> 0: the merge composes skills);
 - retention: on each skill's own task, the method's mean divided by that skill's expert's mean,
-  averaged over the skills (1.0: keeps every expert's skill).
+  averaged over the skills (1.0: keeps every expert's skill);
+- hidden: where the keeper scored a method on a hidden eval set, that score averaged as the
+  average is (over the tasks shown; `leaderboard.provenance.hidden_average`).
 
 Gain and retention compare with the experts of the same suite and base, so they are computed
 before the family / consumption filters and survive hiding the experts.
@@ -70,9 +72,13 @@ SORT_ASCENDING = ("rank", "merge s", "peak MB")  # rank and costs: small is good
 
 
 def overview(cells: pd.DataFrame, families: list[str] | None = None,
-             consumes: list[str] | None = None, sort_by: str = "rank") -> Overview:
+             consumes: list[str] | None = None, sort_by: str = "rank",
+             sources: pd.Series | None = None, hidden: pd.Series | None = None) -> Overview:
     """Methods against tasks, filtered to the chosen families and consumption kinds, best first
-    by `sort_by` (a column: "rank", a task, "composition gain", "retention", "merge s", ...)."""
+    by `sort_by` (a column: "rank", a task, "composition gain", "retention", "merge s", ...).
+
+    `sources` (label -> "built in" / "submitted by ...") adds the "source" column; `hidden` (label
+    -> hidden-set average) the "hidden" column, when any label has one."""
     tasks = ordered_tasks(list(cells["task"]))
     wide = cells.pivot_table(index="label", columns="task", values="mean", aggfunc="first")
     wide = wide.reindex(columns=tasks)
@@ -116,13 +122,18 @@ def overview(cells: pd.DataFrame, families: list[str] | None = None,
         "base": info.loc[shown, "base"],
         "seeds": info.loc[shown, "seeds"].astype("Int64"),
     }, index=shown)
+    if sources is not None:
+        table.insert(2, "source", sources.reindex(shown).fillna("built in"))
     for task in tasks:
         table[task] = scores[task]
     table["average"] = average
+    if hidden is not None and hidden.reindex(shown).notna().any():
+        table["hidden"] = hidden.reindex(shown).astype(float)
     table["composition gain"] = gain.loc[shown]
     table["retention"] = retention.loc[shown]
     table["merge s"] = info.loc[shown, "merge_s"]
     table["peak MB"] = info.loc[shown, "peak_mb"]
+    sort_by = sort_by if sort_by in table else "rank"  # e.g. "hidden" once the filters hide every such row
     ascending = sort_by in SORT_ASCENDING
     keys = [sort_by, "rank", "method"] if sort_by != "rank" else ["rank", "method"]
     table = table.sort_values(keys, ascending=[ascending, *[True] * (len(keys) - 1)], na_position="last")
@@ -132,7 +143,7 @@ def overview(cells: pd.DataFrame, families: list[str] | None = None,
                     best_marks(table, tasks, refs))
 
 
-HIGHER_BETTER = ("average", "composition gain", "retention")
+HIGHER_BETTER = ("average", "hidden", "composition gain", "retention")
 LOWER_BETTER = ("merge s", "peak MB")
 
 
@@ -142,7 +153,7 @@ def best_marks(table: pd.DataFrame, tasks: list[str], reference: pd.Series) -> p
     Costs skip base and single experts: they merge nothing, so "cheapest" would always be them.
     """
     best = pd.DataFrame(False, index=table.index, columns=table.columns)
-    for column in [*tasks, *HIGHER_BETTER]:
+    for column in [*tasks, *(c for c in HIGHER_BETTER if c in table)]:
         values = table[column].round(ROUND)
         if values.notna().any():
             best[column] = values == values.max()

@@ -4,7 +4,9 @@ Why not a time-to-live cache: a TTL either serves stale results (runs that `soup
 stored stay invisible until it expires) or recomputes needlessly when it expires with nothing new.
 Here every view asks the database one cheap question, "how many runs, and the newest id?", and
 reloads the suite only when the answer changed. A new run gets a new id and a replaced failed run
-too, so the answer changes exactly when the data does.
+too, so the answer changes exactly when the data does. Where the database has submissions
+(`leaderboard.provenance`), the question also covers them: verifying a bundle changes the board
+without adding a run.
 
 Why process-wide rather than `st.cache_data`: `soupbench leaderboard` fills it for every suite
 while the server starts (see `leaderboard.serve`), so even the first visitor gets a warm page;
@@ -21,7 +23,7 @@ from sqlalchemy import func, select
 
 from benchmark.results import ResultsReader, open_readonly
 from benchmark.storage import Run
-from leaderboard import queries
+from leaderboard import provenance, queries
 
 _lock = threading.Lock()
 _readers: dict[str, ResultsReader] = {}
@@ -32,10 +34,12 @@ _suites: dict[tuple[str, str], SuiteFrames] = {}
 class SuiteFrames:
     """What every page of a suite starts from (shared: pages must not modify these frames)."""
 
-    version: tuple[int, int]
+    version: tuple
     runs: pd.DataFrame  # every run, ok and failed
     scores: pd.DataFrame
     cells: pd.DataFrame  # aggregates over all base models
+    origins: pd.DataFrame  # the runs that came with a submission, with its facts (empty: all built in)
+    hidden: pd.DataFrame  # hidden-set scores of the suite's runs (empty before schema 0003)
 
 
 def reader(url: str) -> ResultsReader:
@@ -46,12 +50,14 @@ def reader(url: str) -> ResultsReader:
         return _readers[url]
 
 
-def data_version(url: str, suite: str) -> tuple[int, int]:
-    """(number of runs, highest run id) of a suite: changes whenever its runs change."""
+def data_version(url: str, suite: str) -> tuple:
+    """(number of runs, highest run id) of a suite, then `provenance.version` of the submissions:
+    changes whenever its runs, or what is known of where they came from, change."""
     query = select(func.count(Run.id), func.max(Run.id)).where(Run.suite == suite)
     with reader(url).engine.connect() as connection:
         count, newest = connection.execute(query).one()
-    return int(count), int(newest or 0)
+        submitted = provenance.version(connection)
+    return int(count), int(newest or 0), *submitted
 
 
 def suite_frames(url: str, suite: str) -> SuiteFrames:
@@ -62,7 +68,8 @@ def suite_frames(url: str, suite: str) -> SuiteFrames:
         return cached
     runs, scores = queries.load_runs(reader(url), suite), queries.load_scores(reader(url), suite)
     cells = queries.aggregate(queries.primary_scores(runs, scores))
-    frames = SuiteFrames(version, runs, scores, cells)
+    frames = SuiteFrames(version, runs, scores, cells, provenance.load_origins(reader(url), runs),
+                         provenance.load_hidden(reader(url), runs))
     with _lock:
         _suites[(url, suite)] = frames
     return frames

@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from benchmark.storage import DB_ENV_VAR, resolve_db_url
-from leaderboard import queries, snapshot
+from leaderboard import provenance, queries, snapshot
 
 TTL = 600
 
@@ -49,16 +49,61 @@ def frames(url: str, suite: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return data.runs, data.scores
 
 
-def cells(url: str, suite: str, bases: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Per (method setting, task) aggregates, over the runs on the chosen base models."""
+def cells(url: str, suite: str, bases: tuple[str, ...] | None = None, verified_only: bool = False) -> pd.DataFrame:
+    """Per (method setting, task) aggregates, over the runs on the chosen base models (and, with
+    `verified_only`, only built-in runs and those of reproduced submissions)."""
     data = snapshot.suite_frames(url, suite)
-    return data.cells if bases is None else _cells_on(url, suite, bases, data.version)
+    if bases is None and not verified_only:
+        return data.cells
+    return _cells_on(url, suite, bases, verified_only, data.version)
+
+
+def shown_runs(data: snapshot.SuiteFrames, bases: tuple[str, ...] | None, verified_only: bool) -> pd.DataFrame:
+    """The runs the overview's filters keep: its cells, sources and hidden scores all start here."""
+    runs = data.runs if bases is None else data.runs[data.runs["base"].isin(bases)]
+    return runs[provenance.verified_runs(runs, data.origins)] if verified_only else runs
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _cells_on(url: str, suite: str, bases: tuple[str, ...], version: tuple[int, int]) -> pd.DataFrame:
+def _cells_on(url: str, suite: str, bases: tuple[str, ...] | None, verified_only: bool, version: tuple) -> pd.DataFrame:
     data = snapshot.suite_frames(url, suite)
-    return queries.aggregate(queries.primary_scores(data.runs[data.runs["base"].isin(bases)], data.scores))
+    return queries.aggregate(queries.primary_scores(shown_runs(data, bases, verified_only), data.scores))
+
+
+def sources(url: str, suite: str) -> pd.Series:
+    """Where each method label's rows came from ("built in", "submitted by ..."), by label."""
+    data = snapshot.suite_frames(url, suite)
+    return _sources(url, suite, data.version)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _sources(url: str, suite: str, version: tuple) -> pd.Series:
+    data = snapshot.suite_frames(url, suite)
+    return provenance.row_sources(data.runs, data.origins, data.hidden)
+
+
+def hidden_average(url: str, suite: str, tasks: tuple[str, ...], bases: tuple[str, ...] | None = None,
+                   verified_only: bool = False) -> pd.Series:
+    """Per label, the hidden-set score averaged over `tasks` as the public average is (empty: none)."""
+    data = snapshot.suite_frames(url, suite)
+    if data.hidden.empty:  # every database before schema 0003, and most after: nothing to compute
+        return pd.Series(dtype=float)
+    return _hidden_average(url, suite, tasks, bases, verified_only, data.version)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _hidden_average(url: str, suite: str, tasks: tuple[str, ...], bases: tuple[str, ...] | None,
+                    verified_only: bool, version: tuple) -> pd.Series:
+    data = snapshot.suite_frames(url, suite)
+    runs = shown_runs(data, bases, verified_only)
+    metric_of = queries.primary_metric_of(data.scores, runs[runs["status"] == "ok"])
+    return provenance.hidden_average(runs, data.hidden, metric_of, list(tasks))
+
+
+@st.cache_data(ttl=TTL, max_entries=64, show_spinner=False)
+def method_source(url: str, submission_id: int) -> tuple[str, str] | None:
+    """A submission's method file as its bundle carried it (a stored submission never changes it)."""
+    return provenance.method_source(snapshot.reader(url), submission_id)
 
 
 def categories(url: str, suite: str, task: str) -> pd.DataFrame:
@@ -67,7 +112,7 @@ def categories(url: str, suite: str, task: str) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _categories(url: str, suite: str, task: str, version: tuple[int, int]) -> pd.DataFrame:
+def _categories(url: str, suite: str, task: str, version: tuple) -> pd.DataFrame:
     counts = snapshot.reader(url).category_counts(suite, task)
     return queries.category_table(counts, snapshot.suite_frames(url, suite).runs)
 
@@ -95,6 +140,8 @@ class SuiteData:
     suite: str
     runs: pd.DataFrame  # every run of the suite, ok and failed
     scores: pd.DataFrame
+    origins: pd.DataFrame  # runs that came with a submission (`leaderboard.provenance`)
+    hidden: pd.DataFrame  # hidden-set scores
 
 
 def _empty_state(url: str) -> None:
@@ -148,7 +195,8 @@ def suite_data() -> SuiteData:
         st.dataframe(runs[["method", "task", "seed", "error"]], hide_index=True)
         _empty_state(url)
         st.stop()
-    return SuiteData(url, suite, runs, scores)
+    data = snapshot.suite_frames(url, suite)
+    return SuiteData(url, suite, runs, scores, data.origins, data.hidden)
 
 
 def header(title: str, explanation: str) -> None:

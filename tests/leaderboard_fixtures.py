@@ -240,3 +240,97 @@ def write_reference_release(folder) -> None:
     manifest = {"format": FORMAT, "suite": "micro", "base": {"folder": "base", "recipe_hash": "none", "files": {}},
                 "experts": [], "reference": {"file": "reference.db", "sha256": sha256_file(folder / "reference.db")}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+# ----------------------------------------------------------------------------------- submissions
+
+HIDDEN_SET = "hidden-3f2a9c0d1e7b"
+SOUP_SOURCE = '''"""A submitted merge: the mean of the experts' task vectors, scaled."""
+
+from benchmark.method import MergeMethod
+
+
+class Soup(MergeMethod):
+    name = "soup"
+'''
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """One submission stored by `add_submission`, with the numbers tests recompute from."""
+
+    method: str
+    submitter: str
+    contact: str
+    bundle_sha256: str
+    state: str
+    reproduced: int | None
+    compared: int | None
+    public: dict[tuple[str, int], float]  # (task, seed) -> primary score
+    hidden: dict[tuple[str, int], float]  # (task, seed) -> hidden-set primary score (empty: not scored)
+
+
+def add_submission(url: str, method: MethodSpec, submitter: str, state: str = "imported",
+                   hidden_shift: float | None = None, suite: str = "micro", seeds: tuple[int, ...] = SEEDS,
+                   n_docs: int = N_DOCS, created: str = "2026-11-30T10:00:00+00:00") -> Submitted:
+    """Import `method`'s grid as a submission from `submitter` (as `soupbench import` stores a
+    bundle), verified to `state` ("reproduced": every sample matched; "not_reproduced": 9 in 10),
+    and, with `hidden_shift`, scored on `HIDDEN_SET` at each run's public score plus that shift."""
+    import hashlib
+    from datetime import datetime
+
+    from benchmark.storage import SubmissionRecord
+
+    runs = list(make_runs(suite, (method,), seeds=seeds, n_docs=n_docs))
+    sha = hashlib.sha256(f"bundle:{suite}:{method.name}:{submitter}".encode()).hexdigest()
+    record = SubmissionRecord(
+        bundle_sha256=sha, suite=suite, method=method.name, submitter=submitter,
+        contact=f"{submitter.lower().replace(' ', '.')}@example.org", created_at=datetime.fromisoformat(created),
+        method_file=f"{method.name}.py", method_source=SOUP_SOURCE.replace('"soup"', f'"{method.name}"'),
+        method_source_sha256=hashlib.sha256(SOUP_SOURCE.encode()).hexdigest(), environment={"python": "3.11"})
+    compared = sum(len(r.samples) for r in runs)
+    reproduced = {"reproduced": compared, "not_reproduced": compared * 9 // 10}.get(state)
+    hidden: dict[tuple[str, int], float] = {}
+    with open_store(url) as store:
+        store.import_submission(record, runs)
+        if reproduced is not None:
+            assert store.record_verification(sha, reproduced, compared, {"threads": 1}) == state
+        if hidden_shift is not None:
+            for run, run_id in zip(runs, store.run_ids(runs)):
+                value = min(max(run.scores[0].value + hidden_shift * (1 + run.seed), 0.0), 1.0)
+                hidden[(run.task, run.seed)] = value
+                store.save_hidden_scores(run_id, HIDDEN_SET, [
+                    ScoreRecord(run.scores[0].metric, value, None, n_docs, True),
+                    ScoreRecord("format_ok", 1.0, None, n_docs, False)])
+    return Submitted(method.name, submitter, record.contact, sha, state, reproduced,
+                     compared if reproduced is not None else None,
+                     {(r.task, r.seed): r.scores[0].value for r in runs}, hidden)
+
+
+def soup(name: str, quality: float) -> MethodSpec:
+    """A submitted method (its class is no installed module: the site knows it from its runs only)."""
+    return MethodSpec(name, f"{name}.Soup", "nothing", {t: quality for t in TASKS}, 1.5, 420, 16, {"scale": 0.5})
+
+
+SUBMISSION_SEEDS = (0, 1)
+
+
+def fill_submissions(url: str, suite: str = "micro", n_docs: int = 20) -> dict[str, Submitted]:
+    """A small board with submissions: base, both experts and task arithmetic built in (two seeds),
+    then soup_a (reproduced, scored on the hidden set), soup_b (imported, not verified) and soup_c
+    (not reproduced). Returns the submissions by method name."""
+    fill_grid(url, suite=suite, methods=METHODS[:4], seeds=SUBMISSION_SEEDS, n_docs=n_docs, with_failed=False)
+    return {s.method: s for s in (
+        add_submission(url, soup("soup_a", .55), "Ada Lovelace", "reproduced", hidden_shift=-0.04, suite=suite,
+                       seeds=SUBMISSION_SEEDS, n_docs=n_docs),
+        add_submission(url, soup("soup_b", .65), "Bob Builder", "imported", suite=suite, seeds=SUBMISSION_SEEDS,
+                       n_docs=n_docs, created="2026-11-28T09:00:00+00:00"),
+        add_submission(url, soup("soup_c", .45), "Cy Young", "not_reproduced", suite=suite, seeds=SUBMISSION_SEEDS,
+                       n_docs=n_docs))}
+
+
+def hand_hidden_average(submitted: Submitted, tasks: tuple[str, ...] = TASKS) -> float:
+    """A hidden-set score averaged as the overview's average is: per task over seeds, then over tasks."""
+    per_task = [sum(v for (t, _), v in submitted.hidden.items() if t == task)
+                / sum(1 for (t, _) in submitted.hidden if t == task) for task in tasks]
+    return sum(per_task) / len(per_task)

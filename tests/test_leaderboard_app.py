@@ -17,7 +17,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from benchmark.storage import open_store
-from leaderboard_fixtures import CAT_MODULES, CATEGORIES, METHODS, SEEDS, TASKS, competition_rank, fill_grid
+from leaderboard_fixtures import (CAT_MODULES, CATEGORIES, HIDDEN_SET, METHODS, SEEDS, SOUP_SOURCE, SUBMISSION_SEEDS,
+                                  TASKS, competition_rank, fill_grid, fill_submissions, hand_hidden_average)
 
 APP = Path(__file__).resolve().parent.parent / "leaderboard" / "app.py"
 HUB = {"kind": "hub", "model_id": "meta-llama/Llama-2-7b-hf"}
@@ -110,7 +111,9 @@ def test_overview_shows_means_intervals_and_ranks(db, grid, monkeypatch) -> None
     assert parsed.links == [f"method?method={m}" for m in order]  # each name opens its page
     assert "svd" not in set(table["method"])  # its only run failed
     assert list(table["rank"]) == [str(i) for i in range(1, len(order) + 1)]
-    assert list(table.columns[4:7]) == ["math_code", "code", "math"]
+    assert list(table.columns[:3]) == ["rank", "method", "source"] and set(table["source"]) == {"built in"}
+    assert list(table.columns[5:8]) == ["math_code", "code", "math"]
+    assert "hidden" not in table.columns  # no method was scored on a hidden set
     for task in TASKS:
         rank = competition_rank({m: means[(m, task)] for m in average})
         for row, method in enumerate(order):
@@ -337,3 +340,93 @@ def test_browsing_never_writes_to_the_database(db, monkeypatch) -> None:
         at.switch_page(f"views/{page}.py").run()
         assert not at.exception
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+# ------------------------------------------------------------------- where a row came from (0003)
+
+
+@pytest.fixture(scope="module")
+def subs(tmp_path_factory) -> tuple[str, dict]:
+    """A board with three submissions: soup_a reproduced and scored on the hidden set, soup_b only
+    imported, soup_c not reproduced (see `fill_submissions`)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('subs') / 'subs.db'}"
+    return url, fill_submissions(url)
+
+
+BUILT_IN = {"base", "expert-math", "expert-code", "task_arithmetic"}
+
+
+def test_overview_shows_each_rows_source_and_its_hidden_score(subs, monkeypatch) -> None:
+    url, submitted = subs
+    table, _ = board(start(url, monkeypatch))
+    source = dict(zip(table["method"], table["source"]))
+    n = submitted["soup_a"].compared
+    assert {m for m, s in source.items() if s == "built in"} == BUILT_IN
+    assert source["soup_a"] == f"submitted by Ada Lovelace: reproduced ({n}/{n} samples), scored on the hidden set"
+    assert source["soup_b"] == "submitted by Bob Builder: imported, not verified"
+    assert source["soup_c"] == f"submitted by Cy Young: not reproduced ({n * 9 // 10}/{n} samples)"
+    hidden = dict(zip(table["method"], table["hidden"]))
+    assert hidden.pop("soup_a") == f"{hand_hidden_average(submitted['soup_a']):.3f}"
+    assert set(hidden.values()) == {"—"}  # the others were never scored on it
+    assert list(table.columns).index("hidden") == list(table.columns).index("average") + 1  # side by side
+
+
+def test_verified_rows_only_hides_unverified_submissions(subs, monkeypatch) -> None:
+    url, _ = subs
+    at = start(url, monkeypatch)
+    assert {"soup_b", "soup_c"} <= set(board(at)[0]["method"])
+    at.sidebar.toggle(key="verified_only").set_value(True).run()
+    assert not at.exception
+    table, _ = board(at)
+    assert set(table["method"]) == BUILT_IN | {"soup_a"}
+    assert list(table["rank"]) == [str(i) for i in range(1, 6)]  # ranked among what is shown
+    at.sidebar.toggle(key="verified_only").set_value(False).run()
+    assert len(board(at)[0]) == 7
+
+
+def test_method_page_of_a_submission_names_who_sent_it_and_shows_its_source(subs, monkeypatch) -> None:
+    url, submitted = subs
+    a = submitted["soup_a"]
+    at = start(url, monkeypatch, page="method", method="soup_a")
+    text = text_of(at)
+    assert f"**submitted by:** Ada Lovelace ({a.contact})" in text
+    assert f"**bundle:** `{a.bundle_sha256[:12]}` of 2026-11-30" in text
+    assert f"**state:** reproduced ({a.compared}/{a.compared} samples), verified " in text
+    assert "scored on the hidden set" in text
+    (code,) = at.code
+    assert code.value.strip() == SOUP_SOURCE.replace('"soup"', '"soup_a"').strip() and code.language == "python"
+    assert any(e.label.startswith("Method source: soup_a.py") for e in at.expander)
+    assert "Public and hidden scores" in [h.value for h in at.subheader]
+    both = at.dataframe[1].value  # after the scores across tasks
+    assert list(both["task"]) == ["math_code", "code", "math"] and set(both["hidden_set"]) == {HIDDEN_SET}
+    for row in both.itertuples():
+        public = sum(a.public[(row.task, s)] for s in SUBMISSION_SEEDS) / len(SUBMISSION_SEEDS)
+        hidden = sum(a.hidden[(row.task, s)] for s in SUBMISSION_SEEDS) / len(SUBMISSION_SEEDS)
+        assert (row.public, row.hidden) == pytest.approx((public, hidden))
+
+
+def test_method_page_of_an_unverified_submission_and_of_a_built_in_method(subs, monkeypatch) -> None:
+    url, submitted = subs
+    at = start(url, monkeypatch, page="method", method="soup_b")
+    text = text_of(at)
+    assert "**submitted by:** Bob Builder (bob.builder@example.org)" in text
+    assert f"`{submitted['soup_b'].bundle_sha256[:12]}` of 2026-11-28" in text
+    assert "**state:** imported, not verified" in text and "verified 20" not in text
+    assert "Public and hidden scores" not in [h.value for h in at.subheader]
+    at = start(url, monkeypatch, page="method", method="task_arithmetic")
+    assert "**source:** built in" in text_of(at) and "submitted by" not in text_of(at)
+    assert not at.code
+
+
+def test_the_release_reference_made_before_submissions_still_renders(monkeypatch) -> None:
+    """The micro release's reference results (schema before 0003: no submission tables)."""
+    from benchmark.release import reference_db_url
+
+    url = reference_db_url()
+    at = start(url, monkeypatch)
+    table, _ = board(at)
+    assert len(table) == 13 and set(table["source"]) == {"built in"} and "hidden" not in table.columns
+    at.sidebar.toggle(key="verified_only").set_value(True).run()
+    assert not at.exception and len(board(at)[0]) == 13  # every row is built in
+    at = start(url, monkeypatch, page="method", method="cat")
+    assert "**source:** built in" in text_of(at)

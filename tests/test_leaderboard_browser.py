@@ -118,6 +118,9 @@ def test_overview_renders_in_chromium(tmp_path) -> None:
             expect(page.get_by_test_id("stToolbar")).to_be_attached()
             expect(page.get_by_test_id("stAppDeployButton")).to_have_count(0)
             expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
+            # Each row says where it came from (here every row is built in: no submissions).
+            expect(table.get_by_role("columnheader", name="source", exact=True)).to_be_visible()
+            expect(table.locator("td.source")).to_have_text(["built in"] * len(METHODS))
             page.screenshot(path=str(ARTIFACTS / "leaderboard-overview.png"))
 
             # A method name is a link to its page, which says where the method comes from.

@@ -18,10 +18,11 @@ import pandas as pd
 import pytest
 
 from benchmark.results import open_readonly
-from benchmark.storage import open_store
-from leaderboard import queries, ranking, stats
+from benchmark.storage import ScoreRecord, open_store
+from leaderboard import provenance, queries, ranking, snapshot, stats
 from leaderboard.method_info import method_info
-from leaderboard_fixtures import CATEGORIES, METHODS, SEEDS, TASKS, WEAK, MethodSpec, fill_grid, make_runs
+from leaderboard_fixtures import (CATEGORIES, HIDDEN_SET, METHODS, SEEDS, SUBMISSION_SEEDS, TASKS, WEAK, MethodSpec,
+                                  add_submission, fill_grid, fill_submissions, hand_hidden_average, make_runs, soup)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -262,3 +263,132 @@ def test_the_site_never_imports_methods_or_torch(grid) -> None:
                           env={**os.environ, "SOUPBENCH_DB": grid.url})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ------------------------------------------------------------------ where a row came from (0003)
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    """A board with three submissions (see `fill_submissions`); its frames as `snapshot` loads them."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('subs') / 'subs.db'}"
+    submitted = fill_submissions(url)
+    return url, submitted, snapshot.suite_frames(url, "micro")
+
+
+def test_each_row_says_where_it_came_from(board) -> None:
+    _, submitted, data = board
+    sources = provenance.row_sources(data.runs, data.origins, data.hidden)
+    n = submitted["soup_a"].compared
+    assert n == len(TASKS) * len(SUBMISSION_SEEDS) * 20
+    assert sources.to_dict() == {
+        "base": "built in", "expert-math": "built in", "expert-code": "built in", "task_arithmetic": "built in",
+        "soup_a": f"submitted by Ada Lovelace: reproduced ({n}/{n} samples), scored on the hidden set",
+        "soup_b": "submitted by Bob Builder: imported, not verified",
+        "soup_c": f"submitted by Cy Young: not reproduced ({n * 9 // 10}/{n} samples)",
+    }
+    ids = [int(i) for i in data.runs.loc[data.runs["method"] == "soup_b", "run_id"]]
+    (row,) = provenance.submissions_of(data.origins, ids).itertuples()
+    assert (row.submitter, row.contact, row.bundle_sha256) == ("Bob Builder", "bob.builder@example.org",
+                                                               submitted["soup_b"].bundle_sha256)
+    assert provenance.day(row.created_at) == "2026-11-28" and row.method_file == "soup_b.py"
+    assert provenance.submissions_of(data.origins, [int(data.runs["run_id"].iloc[0])]).empty  # base: built in
+    file, source = provenance.method_source(snapshot.reader(board[0]), int(row.submission_id))
+    assert file == "soup_b.py" and 'name = "soup_b"' in source
+
+
+def test_verified_rows_are_the_built_in_ones_and_the_reproduced_submissions(board) -> None:
+    _, _, data = board
+    kept = data.runs[provenance.verified_runs(data.runs, data.origins)]
+    assert set(kept["method"]) == {"base", "expert-math", "expert-code", "task_arithmetic", "soup_a"}
+    assert len(kept) == 5 * len(TASKS) * len(SUBMISSION_SEEDS)  # whole methods: no run of soup_a is lost
+
+
+def test_hidden_scores_are_averaged_like_the_public_ones(board) -> None:
+    _, submitted, data = board
+    metric_of = queries.primary_metric_of(data.scores, data.runs)
+    average = provenance.hidden_average(data.runs, data.hidden, metric_of, list(TASKS))
+    assert average.to_dict() == pytest.approx({"soup_a": hand_hidden_average(submitted["soup_a"])})
+    a = submitted["soup_a"]
+    ok = data.runs[data.runs["method"] == "soup_a"]
+    both = provenance.side_by_side(ok, queries.primary_scores(ok, data.scores), data.hidden, metric_of)
+    assert len(both) == len(TASKS) and set(both["hidden_set"]) == {HIDDEN_SET}
+    for row in both.itertuples():
+        public = statistics.fmean(a.public[(row.task, s)] for s in SUBMISSION_SEEDS)
+        hidden = statistics.fmean(a.hidden[(row.task, s)] for s in SUBMISSION_SEEDS)
+        assert (row.public, row.hidden, row.difference) == pytest.approx((public, hidden, hidden - public))
+        assert row.metric == {"math": "exact_match"}.get(row.task, "exec_accuracy") and row.n_seeds == 2
+        assert row.hidden != pytest.approx(row.public)  # the hidden set is not the public one
+
+
+def test_a_built_in_row_scored_on_part_of_a_new_hidden_set(tmp_path) -> None:
+    """Built-in rows can be scored too; the overview shows a label's newest set, averaged over every
+    task shown, so a set that covers only some tasks gives no average."""
+    url = f"sqlite:///{tmp_path / 'built.db'}"
+    fill_submissions(url, n_docs=5)
+    with open_store(url) as store:
+        math_run = next(r for r in make_runs(methods=METHODS[3:4], seeds=(0,), n_docs=5) if r.task == "math")
+        (run_id,) = store.run_ids([math_run])
+        store.save_hidden_scores(run_id, "hidden-other", [ScoreRecord("exact_match", 0.125, None, 5, True)])
+        soup_runs = list(make_runs(methods=(soup("soup_a", .55),), seeds=SUBMISSION_SEEDS, n_docs=5))
+        for record, soup_id in zip(soup_runs, store.run_ids(soup_runs)):  # a newer set for soup_a
+            store.save_hidden_scores(soup_id, "hidden-newer", [ScoreRecord(record.scores[0].metric, 0.9, None, 5, True)])
+    data = snapshot.suite_frames(url, "micro")
+    assert provenance.row_sources(data.runs, data.origins, data.hidden)["task_arithmetic"] == \
+        "built in, scored on the hidden set"
+    metric_of = queries.primary_metric_of(data.scores, data.runs)
+    average = provenance.hidden_average(data.runs, data.hidden, metric_of, list(TASKS))
+    assert average["soup_a"] == pytest.approx(0.9)  # the newer set, not HIDDEN_SET
+    assert pd.isna(average["task_arithmetic"])  # scored on math only
+    ok = data.runs[data.runs["method"] == "task_arithmetic"]
+    both = provenance.side_by_side(ok, queries.primary_scores(ok, data.scores), data.hidden, metric_of)
+    assert both[["task", "hidden_set", "hidden", "n_seeds"]].values.tolist() == [["math", "hidden-other", 0.125, 1]]
+
+
+def test_verifying_a_bundle_reloads_the_board_though_no_run_changed(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'later.db'}"
+    fill_grid(url, methods=METHODS[:1], seeds=(0,), n_docs=5, with_failed=False)
+    b = add_submission(url, soup("soup_b", .6), "Bob", seeds=(0,), n_docs=5)
+    before = snapshot.suite_frames(url, "micro")
+    assert set(before.origins["state"]) == {"imported"}
+    assert snapshot.suite_frames(url, "micro") is before  # nothing changed: the cached frames
+    with open_store(url) as store:
+        store.record_verification(b.bundle_sha256, 15, 15, {})
+    after = snapshot.suite_frames(url, "micro")
+    assert after.version != before.version and set(after.origins["state"]) == {"reproduced"}
+    with open_store(url) as store:
+        (run_id, *_) = store.run_ids(list(make_runs(methods=(soup("soup_b", .6),), seeds=(0,), n_docs=5)))
+        store.save_hidden_scores(run_id, HIDDEN_SET, [ScoreRecord("exact_match", 0.5, None, 5, True)])
+    assert len(snapshot.suite_frames(url, "micro").hidden) == 1
+
+
+def test_a_database_made_before_submissions_reads_as_all_built_in(tmp_path) -> None:
+    """The release's reference results (made before schema 0003): no new tables, nothing breaks."""
+    from benchmark.release import reference_db_url
+
+    url = reference_db_url()
+    with snapshot.reader(url).engine.connect() as connection:
+        assert not provenance.has_submission_tables(connection) and provenance.version(connection) == ()
+    data = snapshot.suite_frames(url, "micro")
+    assert data.origins.empty and list(data.origins.columns) == provenance.ORIGIN_COLUMNS
+    assert data.hidden.empty and list(data.hidden.columns) == provenance.HIDDEN_COLUMNS
+    assert set(provenance.row_sources(data.runs, data.origins, data.hidden)) == {"built in"}
+    assert provenance.verified_runs(data.runs, data.origins).all()
+    assert provenance.method_source(snapshot.reader(url), 1) is None
+    metric_of = queries.primary_metric_of(data.scores, data.runs)
+    assert provenance.hidden_average(data.runs, data.hidden, metric_of, ["math"]).empty
+
+
+def test_overview_puts_source_and_hidden_beside_the_public_numbers(board) -> None:
+    _, submitted, data = board
+    sources = provenance.row_sources(data.runs, data.origins, data.hidden)
+    hidden = pd.Series({"soup_a": 0.4, "soup_b": 0.7})
+    ov = ranking.overview(data.cells, sources=sources, hidden=hidden, sort_by="hidden")
+    assert list(ov.table.columns[:3]) == ["rank", "method", "source"]
+    assert list(ov.table.index[:2]) == ["soup_b", "soup_a"] and ov.table["hidden"].isna().sum() == 5
+    assert list(ov.best.index[ov.best["hidden"]]) == ["soup_b"]
+    columns = list(ov.table.columns)
+    assert columns.index("hidden") == columns.index("average") + 1
+    built = ranking.overview(data.cells, families=["baseline"], sources=sources, hidden=hidden, sort_by="hidden")
+    assert "hidden" not in built.table and list(built.table["rank"]) == [1, 2, 3]  # no hidden row shown: by rank
+    assert set(built.table["source"]) == {"built in"}

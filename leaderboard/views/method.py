@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from leaderboard import charts, queries, ranking, ui
+from leaderboard import charts, provenance, queries, ranking, ui
 
 data = ui.suite_data()
 cells = ui.cells(data.url, data.suite)
@@ -43,6 +43,24 @@ if not program_runs.empty:  # the isolation its model-written programs ran under
                    "so without the strong sandbox: those programs could read files of the machine they ran on, "
                    "the task data's answers included.")
 
+submitted = provenance.submissions_of(data.origins, [int(i) for i in runs["run_id"]])
+scored_hidden = bool(data.hidden["run_id"].isin(set(ok["run_id"])).any())
+if submitted.empty:
+    st.markdown(f"**source:** {provenance.BUILT_IN} (run by the board's keeper from SoupBench's own code)"
+                + (", scored on the hidden set" if scored_hidden else ""))
+for row in submitted.itertuples():  # usually one: a bundle brings one method setting
+    state = provenance.state_text(row.state, row.reproduced_samples, row.compared_samples)
+    checked = f", verified {provenance.day(row.verified_at)}" if row.state != "imported" else ""
+    st.markdown(" &nbsp;·&nbsp; ".join([
+        f"**submitted by:** {row.submitter} ({row.contact})",
+        f"**bundle:** `{provenance.short_hash(row.bundle_sha256)}` of {provenance.day(row.created_at)}",
+        f"**state:** {state}{checked}" + (", scored on the hidden set" if scored_hidden else ""),
+    ]))
+    source = ui.method_source(data.url, int(row.submission_id))
+    if source is not None:
+        with st.expander(f"Method source: {source[0]} (sha256 {provenance.short_hash(row.method_source_sha256)})"):
+            st.code(source[1], language="python")
+
 params, costs = st.columns([1, 2])
 with params:
     st.markdown("**Parameters used**")
@@ -75,6 +93,25 @@ st.dataframe(scores[["task", "metric", "mean", "half_width", "interval", "n_seed
                  "std": st.column_config.NumberColumn("sd over seeds", format="%.3f"),
                  "place": st.column_config.TextColumn("rank", help="Among this suite's methods on the task."),
              })
+
+if scored_hidden:  # the same merges, scored by the keeper on documents no submitter has seen
+    st.subheader("Public and hidden scores")
+    metric_of = queries.primary_metric_of(data.scores, ok)
+    primary = queries.primary_scores(ok, data.scores)
+    order = list(scores["task"])  # the scores table's order: composite tasks first
+    both = provenance.side_by_side(ok, primary, data.hidden, metric_of)
+    both = both.sort_values(["task", "hidden_set"], key=lambda c: c.map(order.index) if c.name == "task" else c)
+    st.caption("Per task and hidden set: the mean over the seeds scored on that set, on the public documents "
+               "and on the hidden ones (fresh documents generated from a seed only the keeper holds; the set is "
+               "named by a digest of it). A hidden score well below the public one suggests the method fits the "
+               "public documents rather than the skills.")
+    st.dataframe(both, hide_index=True, key="hidden_scores", column_config={
+        "public": st.column_config.NumberColumn("public mean", format="%.3f"),
+        "hidden": st.column_config.NumberColumn("hidden mean", format="%.3f"),
+        "difference": st.column_config.NumberColumn("hidden − public", format="%+.3f"),
+        "hidden_set": st.column_config.TextColumn("hidden set"),
+        "n_seeds": st.column_config.NumberColumn("seeds"),
+    })
 
 learned = ui.learned_weights(data.url, tuple(int(i) for i in ok["run_id"]))
 if not learned.empty:  # a learned method (CAT, LoRAHub): where it put its weight

@@ -29,15 +29,23 @@ with st.sidebar:
     chosen_families = st.multiselect("Method family", families, default=families)
     chosen_consumes = st.multiselect("Consumes (beyond the experts)", consumption, default=consumption,
                                      format_func=queries.consumes_label)
+    verified_only = st.toggle("verified rows only", key="verified_only",
+                              help="Built-in rows, and submissions whose re-run by the board's keeper "
+                                   "reproduced every sample; hides submissions not (yet) reproduced.")
 
-cells = every_cell if chosen_bases == bases else ui.cells(data.url, data.suite, tuple(chosen_bases))
+chosen = None if chosen_bases == bases else tuple(chosen_bases)
+cells = ui.cells(data.url, data.suite, chosen, verified_only)
+if cells.empty:
+    st.info("No row matches these filters; widen them in the sidebar.")
+    st.stop()
 tasks = ranking.ordered_tasks(list(cells["task"]))
+hidden = ui.hidden_average(data.url, data.suite, tuple(tasks), chosen, verified_only)
 sort_keys = {"rank (average)": "rank", **{f"task: {t}": t for t in tasks}, "composition gain": "composition gain",
-             "retention": "retention", "merge cost": "merge s"}
+             "retention": "retention", "merge cost": "merge s", **({"hidden set": "hidden"} if len(hidden) else {})}
 sort_by = st.sidebar.selectbox("Sort by", list(sort_keys), key="sort", help="Best first.")
-ov = (ranking.overview(cells, families=chosen_families, consumes=chosen_consumes, sort_by=sort_keys[sort_by])
-      if len(cells) else None)
-if ov is None or ov.table.empty:
+ov = ranking.overview(cells, families=chosen_families, consumes=chosen_consumes, sort_by=sort_keys[sort_by],
+                      sources=ui.sources(data.url, data.suite), hidden=hidden)
+if ov.table.empty:
     st.info("No method matches these filters; widen them in the sidebar.")
     st.stop()
 
@@ -62,7 +70,10 @@ help = {
     "rank": "Rank by average over the tasks shown (1 = best).",
     "uses": "What the method consumes beyond the experts.",
     "seeds": "Seeds per cell (fewest over the tasks).",
+    "source": "Built in (run by the board), or submitted: by whom, and how far the keeper verified it.",
     "average": "Mean over the tasks shown of each task's headline metric.",
+    "hidden": "The keeper's hidden eval set (fresh documents from a secret seed): the same mean over tasks "
+              "and seeds as the average, where the method was scored on it.",
     "composition gain": "On composite tasks: score minus the best single expert's score (> 0: composes).",
     "retention": "On each skill's own task: score / that skill's expert score, averaged (1.0: keeps all).",
     "merge s": "Seconds to build the merged model (mean over seeds).",
