@@ -110,7 +110,8 @@ def rescore(task_name: str, samples: list[SampleRecord], data_dir: Path, eval_sp
     run again in the sandbox) and `process_results`, exactly as `evaluate_model` scores it, and
     the per-document values are averaged as lm-eval's `mean` does. A sample whose `correct` is not
     what its generation earns is refused, naming it. This is how an imported bundle's scores are
-    shown to follow from its samples (`benchmark.bundle`).
+    shown to follow from its samples (`benchmark.bundle`). Programs that time out in one run and not
+    in the other are settled by `_settle_timeout` (a time limit is not reproducible on a busy machine).
     """
     from lm_eval.api.instance import Instance
 
@@ -142,7 +143,10 @@ def rescore(task_name: str, samples: list[SampleRecord], data_dir: Path, eval_sp
         values: dict[str, list[float]] = {}
         primary = TASKS.get(task_name).primary_metric
         for sample, instance in zip(ordered, instances):
-            metrics = task.process_results(instance.doc, [instance.filtered_resps[filter_name]])
+            response = instance.filtered_resps[filter_name]
+            if isinstance(response, dict) and "timed_out" in response:
+                response = _settle_timeout(response, sample, eval_spec)
+            metrics = task.process_results(instance.doc, [response])
             if sample.correct is not None and bool(metrics[primary]) != sample.correct:
                 raise SamplesMismatchError(
                     f"{what}: sample {sample.doc_index} is stored as correct={sample.correct}, but its generation "
@@ -155,6 +159,37 @@ def rescore(task_name: str, samples: list[SampleRecord], data_dir: Path, eval_sp
     return [ScoreRecord(metric=metric, value=sum(vals) / n, n_samples=n, primary=metric == primary,
                         stderr=(statistics.stdev(vals) / math.sqrt(n)) if n > 1 else None)
             for metric, vals in values.items()]
+
+
+RETRIES_ALONE = 2  # re-runs, one program at a time, of a program that timed out only now
+
+
+def _settle_timeout(response: dict, sample: SampleRecord, eval_spec: EvalSpec) -> dict:
+    """A program's outcome when run again, where the two runs differ only by the clock.
+
+    A time limit is wall-clock time, which a loaded machine stretches: a program run again may time
+    out where it finished before, or finish where it timed out before. A recorded timeout is a
+    failure whatever caused it, so it is kept as recorded (running it again cannot make a stored
+    failure a success). A recorded success that times out now is run again alone, up to
+    `RETRIES_ALONE` times: it keeps its success only by finishing in time, so a program that loops
+    forever can never be passed off as one that printed the answer.
+    """
+    from tasks._common.filters import ExecuteProgram
+
+    from benchmark.sandbox import run_program
+
+    recorded_timeout = bool(sample.extra.get("timed_out"))
+    if response["timed_out"] and not recorded_timeout:
+        executor = ExecuteProgram(timeout_s=eval_spec.sandbox_timeout_s)
+        for _ in range(RETRIES_ALONE):
+            again = executor._record(response["program"], run_program(response["program"], executor.limits))
+            if not again["timed_out"]:
+                return again
+        return response
+    if recorded_timeout and not response["timed_out"]:
+        return {**response, "ok": False, "timed_out": True, "value": None, "stdout": "",
+                "returncode": sample.extra.get("returncode"), "error": sample.extra.get("error") or "timed out"}
+    return response
 
 
 def _span(indices: list[int]) -> str:

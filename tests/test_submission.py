@@ -336,3 +336,44 @@ def test_a_row_is_rerun_from_its_stored_spec_alone(bundle_file, keeper, tmp_path
         other.close()
     assert [s.generation for s in again.samples] == [s.generation for s in record.samples]
     assert RunSpec.from_stored(again.spec) == spec
+
+
+def _program_samples(tmp_path):
+    """The tiny suite's `code` documents with their reference programs as generations, each recorded
+    as having run in time and printed the answer; and the data folder they come from."""
+    from benchmark.evaluation import write_task_data
+    from benchmark.storage import SampleRecord
+    from tasks._common.dataset import data_file
+
+    suite = Suite.model_validate(TINY_SUITE)
+    write_task_data(["code"], tmp_path, 6, suite.data_seed, suite.task_options)
+    docs = [json.loads(line) for line in data_file(tmp_path, "code").read_text().splitlines()]
+    return suite, [SampleRecord(i, doc["prompt"], doc["target"], doc["target"], str(doc["answer"]), True,
+                                {"returncode": 0, "timed_out": False, "value": doc["answer"], "error": None})
+                   for i, doc in enumerate(docs)]
+
+
+def test_rescoring_keeps_a_recorded_timeout_a_failure_though_the_program_finishes_now(tmp_path):
+    """A time limit is wall-clock time: a program that timed out on a loaded machine may finish when
+    run again. Its recorded failure stands (a legitimate bundle is not refused for the clock)."""
+    from dataclasses import replace
+
+    from benchmark.evaluation import rescore
+
+    suite, samples = _program_samples(tmp_path)
+    samples[0] = replace(samples[0], correct=False, executed="timed out",
+                         extra={"returncode": None, "timed_out": True, "value": None, "error": "timed out"})
+    scores = {s.metric: s.value for s in rescore("code", samples, tmp_path, suite.eval)}
+    assert scores == {"exec_accuracy": 5 / 6, "program_ran": 5 / 6}
+
+
+def test_rescoring_never_passes_off_a_program_that_loops_as_one_that_printed_the_answer(tmp_path):
+    from dataclasses import replace
+
+    from benchmark.evaluation import SamplesMismatchError, rescore
+
+    suite, samples = _program_samples(tmp_path)
+    samples[2] = replace(samples[2], generation="while True:\n    pass")
+    quick = suite.eval.model_copy(update={"sandbox_timeout_s": 0.5})
+    with pytest.raises(SamplesMismatchError, match="sample 2 is stored as correct=True"):
+        rescore("code", samples, tmp_path, quick)
