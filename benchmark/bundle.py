@@ -281,7 +281,7 @@ def _check_release(bundle: Bundle, release: Any) -> None:
 
     manifest = bundle.manifest
     if release is None:
-        raise BundleError("there is no release here to check the bundle against (give --release DIR)")
+        raise BundleError("there is no release here to check the bundle against (set SOUPBENCH_RELEASE, or give `import --release DIR`)")
     base = release.base
     if base_recipe_hash(manifest.suite) != base["recipe_hash"]:
         raise BundleError(f"the bundle's suite {manifest.suite.name!r} has base recipe "

@@ -94,7 +94,6 @@ def register(app: typer.Typer, console, out, quiet_libraries) -> None:
             envvar="SOUPBENCH_HIDDEN_SEED", show_envvar=True,
             help="The keeper's secret: also score the method on a fresh eval set drawn from it.")] = None,
         threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads for the re-run.")] = None,
-        release: Annotated[Optional[Path], typer.Option(help="The release the bundle must be run on.")] = None,
         reproduce: Annotated[bool, typer.Option(
             "--reproduce/--hidden-only", help="--hidden-only: skip the re-run, only score the hidden set.")] = True,
     ) -> None:
@@ -111,7 +110,7 @@ def register(app: typer.Typer, console, out, quiet_libraries) -> None:
         quiet_libraries()
         try:
             with RichReporter(console) as reporter:
-                found = verify_bundle(bundle, store, hidden_seed or None, threads, reporter, release, reproduce)
+                found = verify_bundle(bundle, store, hidden_seed or None, threads, reporter, reproduce)
         finally:
             if store is not None:
                 store.close()

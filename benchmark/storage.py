@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import JSON, CheckConstraint, DateTime, Double, Engine, ForeignKey, Integer, String, Text
-from sqlalchemy import UniqueConstraint, delete, func, select
+from sqlalchemy import Connection, UniqueConstraint, delete, func, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
@@ -565,6 +565,16 @@ def _to_orm(record: RunRecord, key: str) -> Run:
 
 def _cell_name(record: RunRecord) -> str:
     return f"(suite={record.suite}, method={record.method}, task={record.task}, seed={record.seed})"
+
+
+SUBMISSION_TABLES = ("submissions", "submission_runs", "hidden_scores")
+
+
+def has_submission_tables(connection: Connection | Engine) -> bool:
+    """True when the database is at revision 0003 or later (it holds the three submission tables);
+    readers of older databases, the release's reference results among them, skip those reads."""
+    names = set(inspect(connection).get_table_names())
+    return all(table in names for table in SUBMISSION_TABLES)
 
 
 def check_writable(url: str) -> None:

@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, selectinload
 
 from benchmark import catalog
 from benchmark.bundle import Bundle, BundleError, Submitter, check_bundle, read_bundle, write_bundle
@@ -30,7 +32,8 @@ from benchmark.lora import Expert, LoraFactors
 from benchmark.method import Consumes, MergeContext, MergeMethod
 from benchmark.run_spec import method_source_sha256
 from benchmark.storage import (
-    AlreadyImportedError, RunRecord, SampleRecord, ScoreRecord, Store, SubmissionRecord, open_store, params_key,
+    AlreadyImportedError, Run, RunRecord, SampleRecord, ScoreRecord, Store, Submission, SubmissionRecord, SubmissionRun,
+    has_submission_tables, open_store, params_key,
 )
 from benchmark.suite import Suite
 
@@ -127,7 +130,7 @@ def submit(method_file: Path, suite: Suite, out: Path, submitter: Submitter, met
             if summary.failed:
                 label, seed, error = summary.failed[0]
                 raise UserError(f"{label} failed on seed {seed}: {error}; no bundle was written")
-            records = stored_records(store, suite.name, cls.name)
+            records = stored_records(store.engine, suite.name, cls.name)
         finally:
             store.close()
     source = Path(method_file).read_text(encoding="utf-8")
@@ -135,14 +138,8 @@ def submit(method_file: Path, suite: Suite, out: Path, submitter: Submitter, met
                         submitter, collect_provenance())
 
 
-def stored_records(store_or_engine, suite: str, method: str, key: str | None = None) -> list[RunRecord]:
+def stored_records(engine: Engine, suite: str, method: str, key: str | None = None) -> list[RunRecord]:
     """Every ok run of (suite, method[, params key]) with its scores and samples, as records."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session, selectinload
-
-    from benchmark.storage import Run
-
-    engine = getattr(store_or_engine, "engine", store_or_engine)
     query = (select(Run).where(Run.suite == suite, Run.method == method, Run.status == "ok")
              .options(selectinload(Run.scores), selectinload(Run.samples)).order_by(Run.seed, Run.task))
     if key is not None:
@@ -165,23 +162,20 @@ def stored_records(store_or_engine, suite: str, method: str, key: str | None = N
 def check(bundle: Bundle, release_root: Path | None = None) -> None:
     """`benchmark.bundle.check_bundle` against the release here (or at `release_root`), every score
     recomputed from the samples on the suite's own documents."""
-    from benchmark.evaluation import rescore
+    from benchmark.evaluation import SamplesMismatchError, rescore
     from benchmark.release import load_release
     from benchmark.runner import task_data_dir
 
-    release = load_release(release_root)
     suite = bundle.manifest.suite
     data_dir = task_data_dir(suite, list(suite.tasks))
-    check_bundle(bundle, release, lambda task, samples, run: _rescore(rescore, task, samples, data_dir, suite, run))
 
+    def rescored(task, samples, run):
+        try:
+            return rescore(task, samples, data_dir, suite.eval, what=f"run {run.cell}")
+        except SamplesMismatchError as err:
+            raise BundleError(str(err)) from None
 
-def _rescore(rescore, task, samples, data_dir, suite, run):
-    from benchmark.evaluation import SamplesMismatchError
-
-    try:
-        return rescore(task, samples, data_dir, suite.eval, what=f"run {run.cell}")
-    except SamplesMismatchError as err:
-        raise BundleError(str(err)) from None
+    check_bundle(bundle, load_release(release_root), rescored)
 
 
 def import_bundle(path: Path, store: Store, release_root: Path | None = None) -> tuple[Bundle, int]:
@@ -223,11 +217,8 @@ def export_bundles(url: str, suite: str, out_dir: Path, methods: list[str] | Non
 
     A submitted setting carries the source it came with; a built-in one the source of its class as
     installed here, which must be the code its rows were made by when they name it."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
     from benchmark.results import open_readonly
-    from benchmark.storage import Run, Submission, SubmissionRun, collect_provenance
+    from benchmark.storage import collect_provenance
 
     reader = open_readonly(url)
     written = []
@@ -240,7 +231,7 @@ def export_bundles(url: str, suite: str, out_dir: Path, methods: list[str] | Non
                 continue
             records = stored_records(reader.engine, suite, method, key)
             spec = records[0].spec
-            submitted = _submission_of(reader.engine, records, Submission, SubmissionRun, Run)
+            submitted = _submission_of(reader.engine, records[0])
             if submitted is not None:
                 file_name, source = submitted.method_file, submitted.method_source
                 who = Submitter(name=submitted.submitter, contact=submitted.contact)
@@ -264,18 +255,16 @@ def export_bundles(url: str, suite: str, out_dir: Path, methods: list[str] | Non
     return written
 
 
-def _submission_of(engine, records, Submission, SubmissionRun, Run):
-    from sqlalchemy import inspect, select
-    from sqlalchemy.orm import Session
-
-    if "submission_runs" not in inspect(engine).get_table_names():
+def _submission_of(engine: Engine, record: RunRecord) -> Submission | None:
+    """The submission that brought `record`'s method setting into the database, if one did."""
+    if not has_submission_tables(engine):
         return None  # a database made before submissions existed
     with Session(engine) as session:
         return session.scalars(
             select(Submission).join(SubmissionRun, SubmissionRun.submission_id == Submission.id)
             .join(Run, Run.id == SubmissionRun.run_id)
-            .where(Run.suite == records[0].suite, Run.method == records[0].method,
-                   Run.params_key == params_key(records[0].method_params))).first()
+            .where(Run.suite == record.suite, Run.method == record.method,
+                   Run.params_key == params_key(record.method_params))).first()
 
 
 # ----------------------------------------------------------------------------------------- verify
@@ -335,20 +324,20 @@ def _registered(bundle: Bundle, scratch: Path) -> None:
 
 
 def verify_bundle(path: Path, store: Store | None = None, hidden_secret: str | None = None, threads: int | None = None,
-                  reporter=None, release_root: Path | None = None, reproduce: bool = True) -> Verification:
+                  reporter=None, reproduce: bool = True) -> Verification:
     """Re-run the bundle's method from its source on the released weights and compare its per-sample
     outputs with the bundle's; with a hidden secret, also score it on the hidden set and store those
     scores (and the verification) with the matching rows of `store`. `reproduce=False` only scores
-    the hidden set (a keeper scoring the built-in rows, whose reproduction the release checks)."""
+    the hidden set (a keeper scoring the built-in rows, whose reproduction the release checks).
+    Checked against, and re-run on, the installed release (`SOUPBENCH_RELEASE`): the same weights."""
     if not reproduce and hidden_secret is None:
         raise UserError("nothing to do: without the re-run, verify needs a hidden seed")
     from benchmark.runner import run_grid, task_data_dir
 
     bundle = read_bundle(path)
-    check(bundle, release_root)
+    check(bundle)
     manifest = bundle.manifest
     suite = manifest.suite
-    released_suite_check(suite)
     threads = threads or torch.get_num_threads()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -365,7 +354,7 @@ def verify_bundle(path: Path, store: Store | None = None, hidden_secret: str | N
                 rerun = open_store(f"sqlite:///{Path(scratch) / 'rerun.db'}")
                 try:
                     run_grid(run_suite, rerun, methods=[manifest.method.name], seeds=seeds, reporter=reporter)
-                    again = {(r.task, r.seed): r for r in stored_records(rerun, suite.name, manifest.method.name)}
+                    again = {(r.task, r.seed): r for r in stored_records(rerun.engine, suite.name, manifest.method.name)}
                 finally:
                     rerun.close()
             for run, samples in zip(manifest.runs, bundle.samples if reproduce else []):
@@ -382,7 +371,7 @@ def verify_bundle(path: Path, store: Store | None = None, hidden_secret: str | N
                 try:
                     run_grid(run_suite, hidden_db, methods=[manifest.method.name], seeds=seeds, reporter=reporter,
                              eval_seed=seed_value)
-                    hidden = {(r.task, r.seed): r for r in stored_records(hidden_db, suite.name, manifest.method.name)}
+                    hidden = {(r.task, r.seed): r for r in stored_records(hidden_db.engine, suite.name, manifest.method.name)}
                 finally:
                     hidden_db.close()
                 result.hidden_overlap = _overlap(task_data_dir(suite, list(suite.tasks)),
@@ -392,8 +381,8 @@ def verify_bundle(path: Path, store: Store | None = None, hidden_secret: str | N
                 for run in manifest.runs:
                     result.public[(run.spec.task, run.spec.seed)] = next(s["value"] for s in run.scores if s["primary"])
                 if store is not None:
-                    ids = store.run_ids([r for r in bundle.records()])
-                    for record, run_id in zip(bundle.records(), ids):
+                    records = bundle.records()
+                    for record, run_id in zip(records, store.run_ids(records)):
                         if run_id is not None and (record.task, record.seed) in hidden:
                             store.save_hidden_scores(run_id, result.hidden_set, hidden[(record.task, record.seed)].scores)
     finally:

@@ -22,8 +22,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, create_engine, insert, make_url, select
 
 from benchmark.results import open_readonly
-from benchmark.storage import Base, HiddenScore, Run, Sample, Score, Submission, SubmissionRun
-from leaderboard.provenance import has_submission_tables
+from benchmark.storage import Base, HiddenScore, Run, Sample, Score, Submission, SubmissionRun, has_submission_tables
 
 _CHUNK = 2_000
 

@@ -17,27 +17,20 @@ from __future__ import annotations
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Connection, func, inspect, select
+from sqlalchemy import Connection, func, select
 
 from benchmark.results import ResultsReader
-from benchmark.storage import HiddenScore, Submission, SubmissionRun
+from benchmark.storage import HiddenScore, Submission, SubmissionRun, has_submission_tables
 
 BUILT_IN = "built in"
 VERIFIED_STATE = "reproduced"
 HASH_CHARS = 12  # a bundle's sha256 as shown: enough to tell bundles apart, short enough for a table
-TABLES = ("submissions", "submission_runs", "hidden_scores")
 
 ORIGIN_COLUMNS = ["run_id", "submission_id", "bundle_sha256", "submitter", "contact", "created_at",
                   "imported_at", "method_file", "method_source_sha256", "state", "reproduced_samples",
                   "compared_samples", "verified_at"]
 HIDDEN_COLUMNS = ["run_id", "hidden_set", "metric", "value", "created_at"]
 SIDE_BY_SIDE_COLUMNS = ["task", "metric", "hidden_set", "public", "hidden", "difference", "n_seeds"]
-
-
-def has_submission_tables(connection: Connection) -> bool:
-    """True when the database is at revision 0003 or later (it holds all three new tables)."""
-    names = set(inspect(connection).get_table_names())
-    return all(table in names for table in TABLES)
 
 
 def version(connection: Connection) -> tuple:

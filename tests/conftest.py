@@ -26,6 +26,19 @@ TINY_SUITE = {
 }
 
 
+def build_tiny_release(root: Path, methods: list[str]) -> Path:
+    """The tiny suite released into `root / "release"` (built in `root`'s own cache, on the CPU) with
+    the reference results of `methods`: what a module-scoped release fixture builds once."""
+    from benchmark.release_build import build_release
+    from benchmark.suite import Suite
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOUPBENCH_CACHE", str(root / "build-cache"))
+        patch.setenv("SOUPBENCH_DEVICE", "cpu")
+        build_release(Suite.model_validate(TINY_SUITE), root / "release", methods=methods)
+    return root / "release"
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test builds into its own session cache, never the user's."""

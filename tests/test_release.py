@@ -18,9 +18,9 @@ from benchmark.cli import app
 from benchmark.experts import expert_key, skill_training_data
 from benchmark.hashing import sha256_file
 from benchmark.release import ReleaseIntegrityError, load_release, reference_db_url
-from benchmark.release_build import build_release, check_rebuild
+from benchmark.release_build import check_rebuild
 from benchmark.suite import Suite
-from tests.conftest import TINY_SUITE
+from tests.conftest import TINY_SUITE, build_tiny_release
 
 runner = CliRunner()
 METHODS = ["base", "expert-math", "task_arithmetic", "cat"]
@@ -28,12 +28,7 @@ METHODS = ["base", "expert-math", "task_arithmetic", "cat"]
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("release")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SOUPBENCH_CACHE", str(root / "build-cache"))
-        patch.setenv("SOUPBENCH_DEVICE", "cpu")
-        build_release(Suite.model_validate(TINY_SUITE), root / "release", methods=METHODS)
-    return root / "release"
+    return build_tiny_release(tmp_path_factory.mktemp("release"), METHODS)
 
 
 @pytest.fixture

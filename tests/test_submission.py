@@ -20,7 +20,6 @@ from benchmark.bundle import BundleError, Submitter, read_bundle
 from benchmark.cli import app
 from benchmark.contract import PluginContractError
 from benchmark.method import ModuleWiseMethod
-from benchmark.release_build import build_release
 from benchmark.run_spec import RunSpec
 from benchmark.storage import AlreadyImportedError, open_store
 from benchmark.submission import (
@@ -28,7 +27,7 @@ from benchmark.submission import (
 )
 from benchmark.suite import Suite
 from benchmark.errors import UserError
-from tests.conftest import TINY_SUITE
+from tests.conftest import TINY_SUITE, build_tiny_release
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "norm_balanced" / "norm_balanced.py"
 SECRET = "keeper-secret-0123456789abcdef"
@@ -39,12 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("submission-release")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SOUPBENCH_CACHE", str(root / "build-cache"))
-        patch.setenv("SOUPBENCH_DEVICE", "cpu")
-        build_release(Suite.model_validate(TINY_SUITE), root / "release", methods=["base", "task_arithmetic"])
-    return root / "release"
+    return build_tiny_release(tmp_path_factory.mktemp("submission-release"), ["base", "task_arithmetic"])
 
 
 @pytest.fixture(scope="module")
@@ -325,13 +319,13 @@ def test_a_row_is_rerun_from_its_stored_spec_alone(bundle_file, keeper, tmp_path
 
     import_bundle(bundle_file, keeper)
     catalog.load_method_file(EXAMPLE)  # the method must be runnable here (the bundle's source)
-    record = next(r for r in stored_records(keeper, "tiny", "norm_balanced") if r.seed == 1 and r.task == "code")
+    record = next(r for r in stored_records(keeper.engine, "tiny", "norm_balanced") if r.seed == 1 and r.task == "code")
     spec = RunSpec.from_stored(record.spec)
     assert spec is not None and spec.task == "code" and spec.seed == 1 and set(spec.tasks) == set(TINY_SUITE["tasks"])
     other = open_store(f"sqlite:///{tmp_path / 'rerun.db'}")
     try:
         rerun_spec(spec, other)
-        again = next(r for r in stored_records(other, "tiny", "norm_balanced") if r.seed == 1 and r.task == "code")
+        again = next(r for r in stored_records(other.engine, "tiny", "norm_balanced") if r.seed == 1 and r.task == "code")
     finally:
         other.close()
     assert [s.generation for s in again.samples] == [s.generation for s in record.samples]
