@@ -14,11 +14,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from benchmark import cache, hashing, release
 from benchmark.errors import UserError
-from benchmark.micro import corpus
-from benchmark.micro.model import BUILD_VERSION, build_micro_base
+from benchmark.keys import base_build_key, base_recipe_hash, tokenizer_samples
+from benchmark.micro.model import build_micro_base
 from benchmark.pretrained import first_line, load_causal_lm
 from benchmark.suite import HubBase, MicroBase, Suite
-from benchmark.taskinfo import get_skill
 from benchmark.training import Checkpoint
 
 
@@ -34,17 +33,6 @@ class BaseModel:
     def fresh(self) -> PreTrainedModel:
         """An independent copy to merge into or train on; the pristine base stays untouched."""
         return copy.deepcopy(self.model)
-
-
-def _format_samples(suite: Suite) -> list[str]:
-    """A few rendered prompts of each skill's task: the tokenizer learns their labels as whole tokens.
-    Skills, not tasks: the skills are part of the recipe, the task list is not (a composite task
-    reuses its skills' labels)."""
-    samples = []
-    for name in suite.skill_names:
-        for doc in get_skill(name).build_eval(20, suite.data_seed):
-            samples.append(doc["prompt"] + doc["target"])
-    return samples
 
 
 def warn_slow_precision(precision: str, device: str, log: Callable[[str], None]) -> None:
@@ -67,24 +55,6 @@ def default_device() -> str:
     return os.environ.get("SOUPBENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def base_recipe_hash(suite: Suite) -> str:
-    """What a micro base's weights are a function of, device aside: its recipe, the build version,
-    a digest of the pretraining corpus itself and the task prompts the tokenizer is trained with (a
-    change of any document maker or of a task's format gives another hash, hence another base).
-    This is the hash a release's manifest records."""
-    spec = suite.base
-    assert isinstance(spec, MicroBase)
-    return cache.content_hash(spec.model_dump(mode="json"), BUILD_VERSION,
-                              corpus.digest(spec.corpus_documents, spec.seed, spec.corpus_mix or None),
-                              hashing.text_digest(_format_samples(suite)))
-
-
-def build_key(recipe_hash: str, device: str) -> str:
-    """The cache folder of a base built here: the device kind is part of it, since the same recipe
-    pretrained on a GPU and on a CPU gives different weights."""
-    return cache.content_hash(recipe_hash, torch.device(device).type)
-
-
 def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | None = None,
                  device: str | None = None, log: Callable[[str], None] = lambda message: None,
                  use_release: bool = True) -> BaseModel:
@@ -103,7 +73,7 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
             if released is not None:
                 log(f"base from the release ({released})")
                 return _load(released, torch.float32, device)
-        key = build_key(recipe_hash, device)
+        key = base_build_key(recipe_hash, device)
         folder = cache.cache_dir("base", key)
         if not cache.usable(folder, f"base {recipe_hash}", log):
             checkpoint = Checkpoint(cache.cache_dir("base-checkpoints", key) / "pretraining.pt")
@@ -112,7 +82,7 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
                 f"from {checkpoint.path.parent})")
             warn_slow_precision(spec.precision, device, log)
             staging = cache.staging_dir(folder)
-            build_micro_base(spec, staging, _format_samples(suite), progress, device, checkpoint)
+            build_micro_base(spec, staging, tokenizer_samples(suite), progress, device, checkpoint)
             cache.publish(staging, folder, facts={"fingerprint": weights_fingerprint(staging)})
             shutil.rmtree(checkpoint.path.parent, ignore_errors=True)
         else:

@@ -277,7 +277,7 @@ def check_bundle(bundle: Bundle, release: Any, rescore: Any) -> None:
 
 
 def _check_release(bundle: Bundle, release: Any) -> None:
-    from benchmark.base_model import base_recipe_hash
+    from benchmark.keys import base_recipe_hash
 
     manifest = bundle.manifest
     if release is None:

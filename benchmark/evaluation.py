@@ -25,6 +25,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
+import tempfile  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -76,7 +77,6 @@ def evaluate_model(model: Any, tokenizer: Any, task_names: list[str], data_dir: 
     evaluation at a time per process.
     """
     from lm_eval.evaluator import evaluate
-    from lm_eval.models.huggingface import HFLM
 
     _quiet_lm_eval()
     if tokenizer.pad_token is None:
@@ -85,16 +85,76 @@ def evaluate_model(model: Any, tokenizer: Any, task_names: list[str], data_dir: 
                             eval_spec.max_gen_toks, eval_spec.sandbox_timeout_s)
     was_training = model.training
     try:
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=eval_spec.batch_size,
-                  max_length=getattr(model.config, "max_position_embeddings", None))
-        # lm-eval draws tqdm bars it offers no switch for; the runner shows its own progress.
-        with contextlib.redirect_stderr(io.StringIO()):
-            results = evaluate(lm=lm, task_dict=task_dict, limit=eval_spec.limit,
-                               bootstrap_iters=BOOTSTRAP_ITERS, log_samples=True,
-                               confirm_run_unsafe_code=True)  # programs run in benchmark.sandbox
+        with language_model(model, tokenizer, eval_spec) as lm:
+            # lm-eval draws tqdm bars it offers no switch for; the runner shows its own progress.
+            with contextlib.redirect_stderr(io.StringIO()):
+                results = evaluate(lm=lm, task_dict=task_dict, limit=eval_spec.limit,
+                                   bootstrap_iters=BOOTSTRAP_ITERS, log_samples=True,
+                                   confirm_run_unsafe_code=True)  # programs run in benchmark.sandbox
     finally:
         model.train(was_training)
     return {name: _outcome(name, results) for name in task_names}
+
+
+def require_backend(eval_spec: EvalSpec) -> None:
+    """Refuse, in one line and before any work, a backend whose package is not installed."""
+    from importlib.util import find_spec
+
+    from benchmark.errors import UserError
+
+    if eval_spec.backend == "vllm" and find_spec("vllm") is None:
+        raise UserError("eval.backend vllm needs vLLM, which runs on a GPU: pip install 'soupbench[gpu]' "
+                        "(or use eval.backend hf, the default)")
+
+
+@contextlib.contextmanager
+def language_model(model: Any, tokenizer: Any, eval_spec: EvalSpec, folder: Path | None = None):
+    """The lm-eval model that scores `model`, by the suite's `eval.backend`.
+
+    `hf` (the default) wraps the model in memory in lm-eval's HFLM. `vllm` hands lm-eval's vLLM
+    backend a folder (vLLM loads weights itself, never from a module in memory): the merged model
+    and its tokenizer are saved there (a temporary folder unless `folder` is given) and the engine
+    is released when the block ends, so the next cell's model gets the GPU's memory.
+    """
+    max_length = getattr(model.config, "max_position_embeddings", None)
+    if eval_spec.backend == "hf":
+        from lm_eval.models.huggingface import HFLM
+
+        yield HFLM(pretrained=model, tokenizer=tokenizer, batch_size=eval_spec.batch_size, max_length=max_length)
+        return
+    require_backend(eval_spec)
+    from lm_eval.models.vllm_causallms import VLLM
+
+    with contextlib.ExitStack() as stack:
+        target = folder or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soupbench-vllm-")))
+        save_for_engine(model, tokenizer, target)
+        lm = VLLM(pretrained=str(target), tokenizer=str(target), dtype=str(model.dtype).removeprefix("torch."),
+                  batch_size="auto", max_model_len=max_length, max_gen_toks=eval_spec.max_gen_toks,
+                  **eval_spec.vllm_args)
+        try:
+            yield lm
+        finally:
+            del lm
+            _release_gpu_memory()
+
+
+def save_for_engine(model: Any, tokenizer: Any, folder: Path) -> Path:
+    """The merged model as a hub-format folder (safetensors, config, tokenizer) that an inference
+    engine loads by path: what vLLM is given; loading it back gives the same model."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _release_gpu_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class SamplesMismatchError(ValueError):

@@ -7,14 +7,11 @@ from collections.abc import Callable
 from benchmark import cache, release
 from benchmark.adapters import load_expert
 from benchmark.base_model import BaseModel
+from benchmark.keys import expert_key
 from benchmark.lora import Expert
 from benchmark.suite import Suite
 from benchmark.taskinfo import get_skill
 from benchmark.training import Progress, train_lora
-
-# Bump when expert training changes in a way the recipe's fields do not capture.
-TRAINING_VERSION = 1
-
 
 def skill_training_data(suite: Suite) -> dict[str, list[dict]]:
     """Each skill's training examples, deterministic given the suite's data seed."""
@@ -25,16 +22,6 @@ def skill_training_data(suite: Suite) -> dict[str, list[dict]]:
     return data
 
 
-def expert_key(suite: Suite, base_fingerprint: str, skill: str, seed: int, examples: list[dict]) -> str:
-    """Base (by the hash of its weights), skill spec, recipe, seed and a digest of the training
-    examples themselves: a change of a skill's data builder (or of its task options) retrains the
-    expert without a version bump. A release's manifest records this hash for each expert."""
-    spec = suite.skill(skill)
-    return cache.content_hash(base_fingerprint, spec.model_dump(mode="json"), suite.data_seed,
-                              suite.expert.model_dump(mode="json"), seed, TRAINING_VERSION,
-                              cache.content_hash(examples))
-
-
 def prepare_experts(
     suite: Suite,
     base: BaseModel,
@@ -43,11 +30,13 @@ def prepare_experts(
     progress_factory: Callable[[str], Progress] | None = None,
     log: Callable[[str], None] = lambda message: None,
     use_release: bool = True,
+    skills: tuple[str, ...] | None = None,
 ) -> list[Expert]:
-    """Each skill's expert: from the release when it holds this recipe hash (files checked), else
-    from the cache, training (and caching) the missing ones."""
+    """Each skill's expert (of `skills`, default every skill of the suite): from the release when
+    it holds this recipe hash (files checked), else from the cache, training (and caching) the
+    missing ones."""
     experts = []
-    for skill in suite.skill_names:
+    for skill in skills or suite.skill_names:
         key = expert_key(suite, base.fingerprint, skill, seed, data[skill])
         folder = release.released_expert(key) if use_release else None
         if folder is not None:

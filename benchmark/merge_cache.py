@@ -25,25 +25,10 @@ from safetensors.torch import load_file, save_file
 
 from benchmark import cache
 from benchmark.lora import LoraFactors
-from benchmark.method import MergeMethod, MergeResult
-from benchmark.run_spec import method_source_sha256
+from benchmark.method import MergeResult
 
 TENSORS = "merge.safetensors"
 META = "merge.json"
-
-
-def source_digest(method: MergeMethod) -> str:
-    """sha256 of the file that defines the method's class (its code is part of the result)."""
-    digest = method_source_sha256(type(method))
-    return digest[:16] if digest else "unknown"
-
-
-def merge_key(method: MergeMethod, seed: int, base_fingerprint: str, expert_fingerprints: list[str],
-              consumed: Any, recipe: dict) -> str:
-    """Everything a trained method's result is a function of."""
-    return cache.content_hash(type(method).__module__, type(method).__qualname__, source_digest(method),
-                              method.params.model_dump(mode="json"), seed, base_fingerprint,
-                              expert_fingerprints, cache.content_hash(consumed), recipe)
 
 
 def save(folder: Path, result: MergeResult, cost: dict[str, Any]) -> MergeResult:

@@ -9,7 +9,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from benchmark.runner import Reporter
+from benchmark.pool import Reporter
 from benchmark.storage import RunRecord
 
 

@@ -4,7 +4,7 @@ the repository with a manifest, and used by every run whose recipe matches it.
 FusionBench and MergeBench ship fixed checkpoints for the same reason: a method is compared with
 the others only on the same weights, and pretraining is the slowest step of micro (most of an hour
 on a laptop). The manifest names each released file's sha256, the recipe hash it was built from
-(`benchmark.base_model.base_recipe_hash`, `benchmark.experts.expert_key`: digests of the corpus and
+(`benchmark.keys.base_recipe_hash`, `benchmark.keys.expert_key`: digests of the corpus and
 of each skill's data included) and the build's provenance. A run whose recipe hash matches loads the
 released file after checking its sha256; a changed byte is refused before anything is computed.
 

@@ -20,9 +20,10 @@ from typing import Any
 
 from benchmark import cache, catalog
 from benchmark.adapters import CONFIG_NAME, SAFETENSORS_NAME
-from benchmark.base_model import BASE_FILES, base_recipe_hash, default_device, prepare_base
+from benchmark.base_model import BASE_FILES, default_device, prepare_base
 from benchmark.errors import UserError
-from benchmark.experts import expert_key, prepare_experts, skill_training_data
+from benchmark.experts import prepare_experts, skill_training_data
+from benchmark.keys import base_recipe_hash, expert_key
 from benchmark.hashing import sha256_file
 from benchmark.release import FORMAT, MANIFEST, REFERENCE_DB, REFERENCE_GZ, Release, file_hashes
 from benchmark.runner import Reporter, run_grid

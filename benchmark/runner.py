@@ -1,11 +1,13 @@
-"""The runner: wires pool (base + experts), method and evaluator, and stores every finished cell.
+"""The runner: plans a grid's missing cells, computes each on the pool, stores every finished one.
 
-A cell is (suite, method with parameters, task, seed). Cells already stored are skipped before any
-work; the tasks still missing for one merged model are evaluated in one pass; each merged model's
-runs are saved in one transaction, so a crash halfway through a grid loses at most the model in
-flight and never leaves a half-written cell. A method that fails is recorded as failed (retried on
-the next run) and the grid goes on. Runners sharing a database claim each model's cells before
-computing them (`benchmark.claims`): a cell another runner stored or is computing is skipped.
+A cell (`benchmark.plan.Cell`) is one merged model: a method with its parameters, a seed, the
+experts it merges and the tasks scored on it. `run_grid` is the local executor: one loop over the
+plan, each cell claimed, computed by `run_cell` on the `Pool` (base, experts, data) and stored in
+one transaction, so a crash halfway through a grid loses at most the model in flight and never
+leaves a half-written cell. `benchmark.ray_executor` runs the same plan on a Ray cluster. A method
+that fails is recorded as failed (retried on the next run) and the grid goes on. Runners sharing a
+database claim each model's cells before computing them (`benchmark.claims`): a cell another
+runner stored or is computing is skipped.
 """
 
 from __future__ import annotations
@@ -15,40 +17,33 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from benchmark import cache, catalog, merge_cache, release, sandbox
 from benchmark.apply import apply_deltas
 from benchmark.claims import ClaimBook
-from benchmark.base_model import BaseModel, prepare_base
 from benchmark.contract import check_merge_result
 from benchmark.errors import UserError
-from benchmark.evaluation import evaluate_model, write_task_data
-from benchmark.experts import prepare_experts, skill_training_data
+from benchmark.evaluation import evaluate_model, require_backend
+from benchmark.keys import trained_merge_key
 from benchmark.memory import PeakMemory
 from benchmark.method import Consumes, MergeContext, MergeMethod
+from benchmark.plan import Cell, Plan, create_methods, expert_group, plan_cells
+from benchmark.pool import Pool, Reporter, task_data_dir
 from benchmark.registry import did_you_mean
 from benchmark.run_spec import MethodCard, RunSpec, method_source_sha256
-from benchmark.storage import RunRecord, Store, collect_provenance, params_key
+from benchmark.storage import RunRecord, Store
 from benchmark.suite import Suite
 from benchmark.taskinfo import TASKS, get_skill
-from benchmark.training import Progress, Trainer
+from benchmark.training import Trainer
+
+__all__ = ["GridSummary", "Reporter", "Pool", "Cell", "run_grid", "run_cell", "prepare_plan", "check_names",
+           "expert_group", "task_data_dir", "rerun_spec", "store_cell"]
 
 
 DEV_EXAMPLES = 32  # target examples offered to methods that consume them (they record how many they use)
 DEV_SEED_OFFSET = 10_007
-
-
-@dataclass
-class Reporter:
-    """How the runner talks to a user; the CLI plugs in rich progress bars, tests plug in nothing."""
-
-    progress: Callable[[str], Progress] | None = None
-    log: Callable[[str], None] = lambda message: None
-    # Called with each merged model's records once they are stored (the CLI's live table).
-    stored: Callable[[list[RunRecord]], None] = lambda records: None
 
 
 @dataclass
@@ -59,10 +54,11 @@ class GridSummary:
     failed: list[tuple[str, int, str]] = field(default_factory=list)  # (method, seed, error)
 
 
-def check_names(suite: Suite, methods: list[str] | None = None, tasks: list[str] | None = None) -> None:
+def check_names(suite: Suite, methods: list[str] | None = None, tasks: list[str] | None = None) -> list[MergeMethod]:
     """Every name the suite and the command line use (default: all of the suite's methods and
     tasks), refused with the nearest known name before any work: a typo must not cost a
-    pretraining, nor silently run the defaults. The CLI calls it before it opens the database."""
+    pretraining, nor silently run the defaults. The CLI calls it before it opens the database.
+    Returns the methods, created (each once) with the suite's parameters."""
     methods = methods or catalog.method_names(suite.skill_names)
     tasks = tasks or list(suite.tasks)
     for skill in suite.skill_names:
@@ -79,16 +75,19 @@ def check_names(suite: Suite, methods: list[str] | None = None, tasks: list[str]
             raise UserError(f"task {task!r} needs skills {missing} that suite {suite.name!r} lacks")
     for task, options in suite.task_options.items():
         TASKS.get(task).check_options(options)
-    check_method_params(suite)
-    for method in methods:
-        catalog.create_method(method, suite.method_params.get(method, {}), suite.skill_names)
+    created = create_methods(suite, methods)
+    check_method_params(suite, skip=set(methods))
+    return created
 
 
-def check_method_params(suite: Suite) -> None:
+def check_method_params(suite: Suite, skip: set[str] = frozenset()) -> None:
     """Each key of the suite's `method_params` names a method of this suite, and its parameters are
-    valid: `tiess: {density: 0.2}` would otherwise be ignored and `ties` run with its defaults."""
+    valid: `tiess: {density: 0.2}` would otherwise be ignored and `ties` run with its defaults.
+    Methods of `skip` were just created with their parameters (`check_names`)."""
     known = catalog.method_names(suite.skill_names)
     for name, params in suite.method_params.items():
+        if name in skip:
+            continue
         if name not in known:
             raise UserError(f"suite {suite.name!r}: method_params names unknown method {name!r}."
                             f"{did_you_mean(name, known)} Methods of this suite: {', '.join(known)}.")
@@ -164,7 +163,7 @@ def run_grid(
     use_release: bool = True,
     eval_seed: int | None = None,
 ) -> GridSummary:
-    """Run every (method, task, seed) cell not yet stored; return what was done.
+    """Run every (method, task, seed) cell not yet stored, here; return what was done.
 
     `evaluator` has `benchmark.evaluation.evaluate_model`'s signature; replacing it is for research
     scripts on machines without lm-eval (scripts/micro_sweep.py), not for leaderboard results.
@@ -173,84 +172,59 @@ def run_grid(
     `data_seed` (a hidden set, `benchmark.submission`); base, experts and training data are unchanged.
     """
     reporter = reporter or Reporter()
-    methods = methods or catalog.method_names(suite.skill_names)
     tasks = tasks or list(suite.tasks)
-    seeds = seeds if seeds is not None else list(suite.seeds[:1])
-    check_names(suite, methods, tasks)
-    check_stored_recipe(suite, store)
-    summary = GridSummary()
-
-    # Per seed: (method, the skills whose experts it merges, the tasks scored on that merge).
-    plan: dict[int, list[tuple[MergeMethod, tuple[str, ...], list[str]]]] = {}
-    for seed in seeds:
-        for name in methods:
-            method = catalog.create_method(name, suite.method_params.get(name, {}), suite.skill_names)
-            done = store.completed_cells(suite.name, name, params_key(_params(method)), seed)
-            pending = [t for t in tasks if t not in done]
-            summary.skipped += len(tasks) - len(pending)
-            if pending and method.consumes is Consumes.TARGET_EXAMPLES:
-                # Its merge depends on the task it is tuned for: one merge per task.
-                plan.setdefault(seed, []).extend((method, expert_group(suite, task), [task]) for task in pending)
-            elif pending and (name == "base" or name.startswith(catalog.EXPERT_PREFIX)):
-                # Its model is the same whichever experts are offered: one model for every task.
-                plan.setdefault(seed, []).append((method, tuple(suite.skill_names), pending))
-            elif pending:
-                groups: dict[tuple[str, ...], list[str]] = {}
-                for task in pending:
-                    groups.setdefault(expert_group(suite, task), []).append(task)
-                plan.setdefault(seed, []).extend((method, group, group_tasks) for group, group_tasks in groups.items())
-    if not plan:
+    plan, summary = prepare_plan(suite, store, methods, tasks, seeds, evaluator)
+    if not plan.cells:
         reporter.log("every cell is already stored")
         return summary
-    planned = {task for cells in plan.values() for _, _, pending in cells for task in pending}
-    if evaluator is evaluate_model and any(TASKS.get(task).executes_programs for task in planned):
-        sandbox.require_isolation()  # refused now, in one line, not after the base and experts are built
-
-    start = time.perf_counter()
-    base = prepare_base(suite, reporter.progress("pretraining base") if reporter.progress else None,
-                        log=reporter.log, use_release=use_release)
-    reporter.log(f"base model ready in {time.perf_counter() - start:.1f} s ({base.fingerprint})")
-    check_stored_base(suite, store, base.fingerprint)
-    data_dir = task_data_dir(suite, tasks, eval_seed)
-    skill_data = skill_training_data(suite)
-    provenance = collect_provenance()
-
+    pool = Pool.open(suite, tasks, reporter, use_release, eval_seed)
+    check_stored_base(suite, store, pool.base.fingerprint)
     grid_bar = reporter.progress("merge + evaluate") if reporter.progress else None
-    n_models, done_models = sum(len(cells) for cells in plan.values()), 0
     if grid_bar is not None:
-        grid_bar(0, n_models, float("nan"))
+        grid_bar(0, len(plan.cells), float("nan"))
     with ClaimBook(store) as claims:
-        for seed, cells in plan.items():
-            start = time.perf_counter()
-            experts = prepare_experts(suite, base, seed, skill_data, reporter.progress, reporter.log, use_release)
-            reporter.log(f"experts for seed {seed} ready in {time.perf_counter() - start:.1f} s")
-            for method, group, pending in cells:
-                label = _label(method)
-                pending = _claim(claims, suite, method, pending, seed, summary, reporter)
-                if pending:
-                    merged = "" if len(group) == len(suite.skill_names) else f" the {' + '.join(group)} experts"
-                    reporter.log(f"{label} (seed {seed}): merging{merged}, then evaluating {', '.join(pending)}")
-                    try:
-                        records = _run_cell(suite, base, [e for e in experts if e.name in group], method, pending,
-                                            seed, {k: v for k, v in skill_data.items() if k in group}, data_dir,
-                                            provenance, reporter, evaluator, use_release)
-                    except Exception as err:  # a broken method must not stop the grid
-                        message = f"{type(err).__name__}: {err}"
-                        reporter.log(f"[red]{label} failed[/red] (seed {seed}): {message}")
-                        summary.failed.append((label, seed, message))
-                        records = [_failed_record(suite, method, task, seed, message, traceback.format_exc(),
-                                                  provenance, group, pending) for task in pending]
-                    records = _save(store, claims.owner, records, summary, reporter)
-                    reporter.stored(records)
-                    if records and records[0].status == "ok":
-                        reporter.log(f"{label} (seed {seed}): merge {records[0].merge_seconds:.1f} s, "
-                                     f"eval {records[0].eval_seconds * len(records):.1f} s, "
-                                     + ", ".join(f"{r.task} {_primary(r):.3f}" for r in records))
-                    summary.computed += sum(r.status == "ok" for r in records)
-                done_models += 1
-                if grid_bar is not None:
-                    grid_bar(done_models, n_models, float("nan"))
+        for done, cell in enumerate(plan.cells, start=1):
+            held = _claim(claims, suite, cell, summary, reporter)
+            if held:
+                cell = cell.with_tasks(held)
+                merged = "" if len(cell.experts) == len(suite.skill_names) else f" the {' + '.join(cell.experts)} experts"
+                reporter.log(f"{cell.label} (seed {cell.seed}): merging{merged}, then evaluating {', '.join(cell.tasks)}")
+                store_cell(store, claims.owner, run_cell(cell, pool, evaluator), summary, reporter)
+            if grid_bar is not None:
+                grid_bar(done, len(plan.cells), float("nan"))
     return summary
+
+
+def prepare_plan(suite: Suite, store: Store, methods: list[str] | None, tasks: list[str], seeds: list[int] | None,
+                 evaluator: Callable[..., dict] = evaluate_model) -> tuple[Plan, GridSummary]:
+    """Names checked, the stored recipe checked, the plan made, and the sandbox required when a
+    planned task runs programs: every refusal comes before the base is loaded or built."""
+    names = methods or catalog.method_names(suite.skill_names)
+    seeds = seeds if seeds is not None else list(suite.seeds[:1])
+    created = check_names(suite, names, tasks)
+    check_stored_recipe(suite, store)
+    plan = plan_cells(suite, store, created, tasks, seeds)
+    if plan.cells and evaluator is evaluate_model:
+        require_backend(suite.eval)  # refused now, in one line, not after the base and experts are built
+        if any(TASKS.get(task).executes_programs for task in plan.tasks):
+            sandbox.require_isolation()
+    return plan, GridSummary(skipped=plan.skipped)
+
+
+def store_cell(store: Store, owner: str, records: list[RunRecord], summary: GridSummary,
+               reporter: Reporter) -> list[RunRecord]:
+    """Store one computed cell's records (ok or failed), count and report them; return those kept."""
+    if records and records[0].status == "failed":
+        reporter.log(f"[red]{records[0].method} failed[/red] (seed {records[0].seed}): {records[0].error}")
+        summary.failed.append((records[0].method, records[0].seed, records[0].error or ""))
+    records = _save(store, owner, records, summary, reporter)
+    reporter.stored(records)
+    if records and records[0].status == "ok":
+        reporter.log(f"{records[0].method} (seed {records[0].seed}): merge {records[0].merge_seconds:.1f} s, "
+                     f"eval {records[0].eval_seconds * len(records):.1f} s, "
+                     + ", ".join(f"{r.task} {_primary(r):.3f}" for r in records))
+    summary.computed += sum(r.status == "ok" for r in records)
+    return records
 
 
 def rerun_spec(spec: RunSpec, store: Store, reporter: Reporter | None = None,
@@ -276,18 +250,16 @@ def rerun_spec(spec: RunSpec, store: Store, reporter: Reporter | None = None,
                     reporter=reporter, evaluator=evaluator, eval_seed=eval_seed)
 
 
-def _claim(claims: ClaimBook, suite: Suite, method: MergeMethod, pending: list[str], seed: int,
-           summary: GridSummary, reporter: Reporter) -> list[str]:
-    """The tasks of `pending` this runner computes: those that no other runner sharing the
-    database has stored since the plan was made, nor is computing now (see `benchmark.claims`)."""
-    label = _label(method)
-    outcome = claims.claim(suite.name, label, params_key(_params(method)), seed, pending)
+def _claim(claims: ClaimBook, suite: Suite, cell: Cell, summary: GridSummary, reporter: Reporter) -> list[str]:
+    """The tasks of `cell` this runner computes: those that no other runner sharing the database
+    has stored since the plan was made, nor is computing now (see `benchmark.claims`)."""
+    outcome = claims.claim(suite.name, cell.label, cell.params_key, cell.seed, list(cell.tasks))
     summary.skipped += len(outcome.stored)
     summary.elsewhere += len(outcome.busy)
     if outcome.stored:
-        reporter.log(f"{label} (seed {seed}): {', '.join(outcome.stored)} stored meanwhile by another runner")
+        reporter.log(f"{cell.label} (seed {cell.seed}): {', '.join(outcome.stored)} stored meanwhile by another runner")
     for task, who in outcome.busy.items():
-        reporter.log(f"{label} (seed {seed}): {task} is being computed by another runner ({who}): left to it")
+        reporter.log(f"{cell.label} (seed {cell.seed}): {task} is being computed by another runner ({who}): left to it")
     return outcome.held
 
 
@@ -302,19 +274,6 @@ def _save(store: Store, owner: str, records: list[RunRecord], summary: GridSumma
                      "this runner's result was not kept")
         summary.skipped += len(left_out)
     return [r for r in records if id(r) not in left_out]
-
-
-def expert_group(suite: Suite, task: str) -> tuple[str, ...]:
-    """The skills whose experts a method merges for `task`, in the suite's order.
-
-    A task that needs several skills is scored on the merge of exactly those experts, as in LoRA
-    Soups (math + code for GSM-Hard, knowledge + QA for the QABot; three for a task that needs
-    three): an expert the task does not need is not in its soup. A skill's own task is scored on the
-    merge of every expert of the suite, so that it measures what the whole soup keeps of the skill.
-    With two skills and one composite task the two are the same merge."""
-    info = TASKS.get(task)
-    needed = set(info.skills) if info.kind == "composite" else set(suite.skill_names)
-    return tuple(s for s in suite.skill_names if s in needed)
 
 
 def _primary(record: RunRecord) -> float:
@@ -338,46 +297,42 @@ def _dev_examples(suite: Suite, task: str, n: int = DEV_EXAMPLES) -> list[dict]:
     return TASKS.get(task).build_eval(n, suite.data_seed + DEV_SEED_OFFSET, **suite.task_options.get(task, {}))
 
 
-def task_data_dir(suite: Suite, tasks: list[str], eval_seed: int | None = None) -> Path:
-    """The folder of the suite's eval documents of `tasks` (written now if missing): drawn from the
-    suite's `data_seed`, or from `eval_seed` for a hidden set."""
-    seed = suite.data_seed if eval_seed is None else eval_seed
-    data_key = cache.content_hash(suite.name, seed, [s.model_dump() for s in suite.skills], suite.task_options)
-    data_dir = cache.cache_dir("data", data_key)
-    for task in tasks:
-        write_task_data([task], data_dir, _eval_size(suite, task), seed, suite.task_options)
-    return data_dir
+def run_cell(cell: Cell, pool: Pool, evaluator: Callable[..., dict] = evaluate_model) -> list[RunRecord]:
+    """Merge the cell's experts with its method, evaluate every task of the cell on the merge, and
+    return one record per task. A method that raises gives failed records (with the traceback) and
+    the grid goes on; the experts are prepared first, outside that net: a failure to train them is
+    not the method's."""
+    experts = pool.experts(cell.seed, cell.experts)
+    try:
+        return _compute(cell, pool, experts, evaluator)
+    except Exception as err:  # a broken method must not stop the grid
+        message = f"{type(err).__name__}: {err}"
+        return [_failed_record(pool.suite, cell, task, message, traceback.format_exc(), pool.provenance)
+                for task in cell.tasks]
 
 
-def _eval_size(suite: Suite, task: str) -> int:
-    sizes = [s.eval_size for s in suite.skills if s.name in TASKS.get(task).skills]
-    return max(sizes) if sizes else 200
-
-
-def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pending: list[str], seed: int,
-              skill_data: dict, data_dir: Path, provenance: dict, reporter: Reporter,
-              evaluator: Callable[..., dict], use_release: bool = True) -> list[RunRecord]:
+def _compute(cell: Cell, pool: Pool, experts, evaluator: Callable[..., dict]) -> list[RunRecord]:
+    suite, base, method, seed, pending = pool.suite, pool.base, cell.method, cell.seed, list(cell.tasks)
     wants_data = method.consumes in (Consumes.SKILL_SAMPLE, Consumes.SKILL_DATA)
     wants_target = method.consumes is Consumes.TARGET_EXAMPLES
     context = MergeContext(
         seed=seed,
         skills=[e.name for e in experts],
-        skill_data=skill_data if wants_data else {},
+        skill_data={k: v for k, v in pool.skill_data.items() if k in cell.experts} if wants_data else {},
         target_task=pending[0] if wants_target else None,
         target_examples=_dev_examples(suite, pending[0]) if wants_target else [],
         load_base=base.fresh,
         tokenizer=base.tokenizer,
-        trainer=Trainer(base.tokenizer, suite.expert, reporter.progress),
+        trainer=Trainer(base.tokenizer, suite.expert, pool.reporter.progress),
         device=str(base.model.device),
-        report=reporter.log,
+        report=pool.reporter.log,
     )
     torch.manual_seed(seed)
     cached_cost = None
     with PeakMemory() as memory:
         start = time.perf_counter()
         if method.cache_result:
-            result, cached_cost = _cached_merge(suite, base, experts, method, context, seed, memory, start,
-                                                use_release)
+            result, cached_cost = _cached_merge(pool, experts, method, context, seed, memory, start)
         else:
             result = method.merge(experts, context)
         result = check_merge_result(method, result, base.model)
@@ -385,21 +340,20 @@ def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pendi
         stats = apply_deltas(model, result)
         merge_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        outcomes = evaluator(model, base.tokenizer, pending, data_dir, suite.eval)
+        outcomes = evaluator(model, base.tokenizer, pending, pool.data_dir, suite.eval)
         eval_seconds = time.perf_counter() - start
     peak_mb = memory.peak_mb
+    provenance = pool.provenance
     if cached_cost is not None:
         provenance = {**provenance, "merge_result": cached_cost}
         if cached_cost["reused"]:  # the method's cost is what computing it cost, plus reading it
             merge_seconds += cached_cost["merge_seconds"]
             peak_mb = max(peak_mb, cached_cost["peak_memory_mb"])
-    spec = RunSpec(suite=suite, method=_label(method), method_class=_class_path(method), params=_params(method),
-                   seed=seed, task=pending[0], tasks=tuple(pending), experts=tuple(e.name for e in experts),
-                   card=MethodCard.of(method))
+    spec = _spec(suite, cell, pending[0])
     info = dict(result.info)  # a learned method's weights (CAT's per module) too: the method page shows them
     return [
         RunRecord(
-            suite=suite.name, method=_label(method), method_params=_params(method), task=task, seed=seed,
+            suite=suite.name, method=cell.label, method_params=cell.params, task=task, seed=seed,
             scores=outcomes[task].scores, samples=outcomes[task].samples,
             merge_seconds=merge_seconds, eval_seconds=eval_seconds / len(pending),
             peak_memory_mb=peak_mb, output_rank=result.output_rank or stats.get("max_output_rank"),
@@ -412,24 +366,18 @@ def _run_cell(suite: Suite, base: BaseModel, experts, method: MergeMethod, pendi
     ]
 
 
-def trained_merge_key(suite: Suite, method: MergeMethod, seed: int, base_fingerprint: str,
-                      expert_fingerprints: list[str], skill_data: dict, target_task: str | None = None,
-                      target_examples: list[dict] | None = None) -> str:
-    """The key a trained method's result is cached and released under: its code and parameters, the
-    seed, the base and experts, what it consumed and the training recipe (`benchmark.merge_cache`).
-    A release whose merges are not keyed so for today's code is stale (tests/test_micro_release.py)."""
-    consumed = {"skill_data": skill_data, "target_task": target_task, "target_examples": target_examples or []}
-    return merge_cache.merge_key(method, seed, base_fingerprint, expert_fingerprints, consumed,
-                                 suite.expert.model_dump(mode="json"))
+def _spec(suite: Suite, cell: Cell, task: str) -> RunSpec:
+    return RunSpec(suite=suite, method=cell.label, method_class=_class_path(cell.method), params=cell.params,
+                   seed=cell.seed, task=task, tasks=cell.tasks, experts=cell.experts, card=MethodCard.of(cell.method))
 
 
-def _cached_merge(suite: Suite, base: BaseModel, experts, method: MergeMethod, context: MergeContext, seed: int,
-                  memory: PeakMemory, start: float, use_release: bool = True):
+def _cached_merge(pool: Pool, experts, method: MergeMethod, context: MergeContext, seed: int,
+                  memory: PeakMemory, start: float):
     """A trained method's result from the release or the cache (with the cost it had), or
     computed now and cached; returns (result, {key, reused, cost when computed})."""
-    key = trained_merge_key(suite, method, seed, base.fingerprint, [e.fingerprint for e in experts],
+    key = trained_merge_key(pool.suite, method, seed, pool.base.fingerprint, [e.fingerprint for e in experts],
                             context.skill_data, context.target_task, context.target_examples)
-    released = release.released_merge(key) if use_release else None  # its files checked by the release
+    released = release.released_merge(key) if pool.use_release else None  # its files checked by the release
     folder = released or cache.cache_dir("merges", key)
     if released is not None or cache.usable(folder, f"{_label(method)} (seed {seed}): its trained result",
                                             context.report):
@@ -439,18 +387,15 @@ def _cached_merge(suite: Suite, base: BaseModel, experts, method: MergeMethod, c
         return result, {**cost, "key": key, "reused": True}
     result = method.merge(experts, context)
     cost = {"merge_seconds": round(time.perf_counter() - start, 3), "peak_memory_mb": round(memory.so_far_mb(), 1),
-            "hostname": socket.gethostname(), "device": str(base.model.device)}
+            "hostname": socket.gethostname(), "device": str(pool.base.model.device)}
     return merge_cache.save(folder, result, cost), {**cost, "key": key, "reused": False}
 
 
-def _failed_record(suite: Suite, method: MergeMethod, task: str, seed: int, message: str, trace: str,
-                   provenance: dict, group: tuple[str, ...], pending: list[str]) -> RunRecord:
-    spec = RunSpec(suite=suite, method=_label(method), method_class=_class_path(method), params=_params(method),
-                   seed=seed, task=task, tasks=tuple(pending), experts=group, card=MethodCard.of(method))
+def _failed_record(suite: Suite, cell: Cell, task: str, message: str, trace: str, provenance: dict) -> RunRecord:
     return RunRecord(
-        suite=suite.name, method=_label(method), method_params=_params(method), task=task, seed=seed,
+        suite=suite.name, method=cell.label, method_params=cell.params, task=task, seed=cell.seed,
         scores=[], samples=[], merge_seconds=0.0, eval_seconds=0.0, peak_memory_mb=0.0, output_rank=None,
-        consumes=method.consumes.value, n_target_examples=None, base_fingerprint="", expert_fingerprints={},
-        provenance={**provenance, "traceback": trace}, spec=spec.stored(),
+        consumes=cell.method.consumes.value, n_target_examples=None, base_fingerprint="", expert_fingerprints={},
+        provenance={**provenance, "traceback": trace}, spec=_spec(suite, cell, task).stored(),
         status="failed", error=message,
     )

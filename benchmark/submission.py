@@ -99,7 +99,7 @@ def method_from_file(path: Path, name: str | None) -> type[MergeMethod]:
 
 def released_suite_check(suite: Suite) -> None:
     """Refuse a suite that has no release here: a submission is run on released weights only."""
-    from benchmark.base_model import base_recipe_hash
+    from benchmark.keys import base_recipe_hash
     from benchmark.release import load_release, release_dir
 
     release = load_release()
@@ -164,7 +164,7 @@ def check(bundle: Bundle, release_root: Path | None = None) -> None:
     recomputed from the samples on the suite's own documents."""
     from benchmark.evaluation import SamplesMismatchError, rescore
     from benchmark.release import load_release
-    from benchmark.runner import task_data_dir
+    from benchmark.pool import task_data_dir
 
     suite = bundle.manifest.suite
     data_dir = task_data_dir(suite, list(suite.tasks))
@@ -332,7 +332,8 @@ def verify_bundle(path: Path, store: Store | None = None, hidden_secret: str | N
     Checked against, and re-run on, the installed release (`SOUPBENCH_RELEASE`): the same weights."""
     if not reproduce and hidden_secret is None:
         raise UserError("nothing to do: without the re-run, verify needs a hidden seed")
-    from benchmark.runner import run_grid, task_data_dir
+    from benchmark.pool import task_data_dir
+    from benchmark.runner import run_grid
 
     bundle = read_bundle(path)
     check(bundle)

@@ -113,6 +113,12 @@ class EvalSpec(_Frozen):
     batch_size: int = Field(64, ge=1)
     max_gen_toks: int = Field(48, ge=1)
     sandbox_timeout_s: float = Field(5.0, gt=0)
+    # Which lm-eval model scores the merge: HFLM in memory (default), or lm-eval's vLLM backend on a
+    # GPU (`pip install soupbench[gpu]`; the merged model is saved to a folder vLLM loads). Same
+    # tasks, prompts, stops and scoring either way; `vllm_args` go to lm-eval's VLLM (for example
+    # tensor_parallel_size, gpu_memory_utilization).
+    backend: Literal["hf", "vllm"] = "hf"
+    vllm_args: dict[str, Any] = Field(default_factory=dict)
 
 
 # Suite fields that choose what is run, not how a cell's result comes out: adding a seed, a task or

@@ -63,7 +63,8 @@ def geometry(experts: list[Expert]) -> dict[str, dict[str, float]]:
 def _release_experts(suite_name: str, seed: int) -> list[Expert]:
     from benchmark.adapters import load_expert
     from benchmark.base_model import prepare_base
-    from benchmark.experts import expert_key, skill_training_data
+    from benchmark.experts import skill_training_data
+    from benchmark.keys import expert_key
     from benchmark.release import released_expert
     from benchmark.suite import load_suite
 

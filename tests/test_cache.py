@@ -209,14 +209,15 @@ def built(tmp_path_factory) -> Path:
 def entry_file(cache_root: Path, kind: str, name: str, db: Path) -> Path:
     """The file `name` of the entry of `kind` that the stored run used: the base, or the math expert
     of seed 0, found by the cache keys the runner computes (the cache may hold other suites' entries)."""
-    from benchmark.base_model import base_recipe_hash, build_key, default_device
-    from benchmark.experts import expert_key, skill_training_data
+    from benchmark.base_model import default_device
+    from benchmark.keys import base_build_key, base_recipe_hash, expert_key
+    from benchmark.experts import skill_training_data
     from benchmark.suite import Suite
     from tests.conftest import TINY_SUITE
 
     suite = Suite.model_validate(TINY_SUITE)
     if kind == "base":
-        return cache_root / "base" / build_key(base_recipe_hash(suite), default_device()) / name
+        return cache_root / "base" / base_build_key(base_recipe_hash(suite), default_device()) / name
     base_fingerprint = stored(db)[0][4]
     key = expert_key(suite, base_fingerprint, "math", 0, skill_training_data(suite)["math"])
     return cache_root / "experts" / key / name

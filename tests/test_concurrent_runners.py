@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 
 from benchmark import catalog
 from benchmark.cli import app
-from benchmark.runner import _label, _params
-from benchmark.storage import CellClaim, Run, params_key
+from benchmark.plan import Cell
+from benchmark.storage import CellClaim, Run
 from tests.conftest import TINY_SUITE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,8 +100,8 @@ def test_two_runners_with_one_plan_store_every_cell_once(suite_file: Path, any_d
 
 def test_a_cell_another_runner_computes_is_left_to_it_and_a_killed_runners_cell_is_redone(
         suite_file: Path, any_db_url: str) -> None:
-    base = catalog.create_method("base", {}, SKILLS)
-    cell = (TINY_SUITE["name"], _label(base), params_key(_params(base)), 0)
+    base = Cell(catalog.create_method("base", {}, SKILLS), 0, tuple(SKILLS), ("math",))
+    cell = (TINY_SUITE["name"], base.label, base.params_key, 0)
     # A live runner holds (base, math, seed 0): a real process, in the middle of computing it.
     holder_code = ("import sys, time\n"
                    "from benchmark.claims import ClaimBook\nfrom benchmark.storage import open_store\n"

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -291,3 +292,33 @@ def test_lm_eval_cli_agrees_with_the_bridge(outcomes, model, tokenizer, data_dir
     ours = outcomes["math_code"].samples
     assert [s["resps"][0][0] for s in cli_samples] == [s.generation for s in ours]
     assert [bool(s["exec_accuracy"]) for s in cli_samples] == [s.correct for s in ours]
+
+
+# ---------------------------------------------------------------- backends
+
+
+def test_the_folder_an_engine_loads_scores_as_the_model_in_memory(outcomes, model, tokenizer, data_dir, tmp_path):
+    """eval.backend vllm scores the merged model from the folder `save_for_engine` writes (vLLM loads
+    weights by path); that folder, loaded back, must be the same model: the same generations."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = evaluation.save_for_engine(model, tokenizer, tmp_path / "engine")
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    again = evaluate_model(loaded, AutoTokenizer.from_pretrained(folder), NAMES, data_dir, SPEC)
+    for name in NAMES:
+        assert [(s.generation, s.correct) for s in again[name].samples] == \
+            [(s.generation, s.correct) for s in outcomes[name].samples]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed: the refusal cannot happen")
+def test_the_vllm_backend_without_vllm_is_refused_before_any_work(tmp_path):
+    from benchmark.errors import UserError
+    from benchmark.runner import prepare_plan
+    from benchmark.storage import open_store
+    from benchmark.suite import Suite
+    from tests.conftest import TINY_SUITE
+
+    suite = Suite.model_validate({**TINY_SUITE, "eval": {**TINY_SUITE["eval"], "backend": "vllm"}})
+    with pytest.raises(UserError, match=r"needs vLLM.*pip install 'soupbench\[gpu\]'"):
+        prepare_plan(suite, open_store(f"sqlite:///{tmp_path / 'r.db'}"), ["base"], ["math"], [0])

@@ -10,7 +10,7 @@ import sqlite3
 from typer.testing import CliRunner
 
 from benchmark.cli import app
-from benchmark.runner import expert_group
+from benchmark.plan import expert_group
 from benchmark.suite import Suite
 from tests.conftest import TINY_SUITE
 

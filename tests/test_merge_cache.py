@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 
 from benchmark import catalog, merge_cache
+from benchmark.keys import trained_merge_key
 from benchmark.lora import LoraFactors
 from benchmark.method import MergeResult
+from benchmark.suite import load_suite
 
 SKILLS = ["math", "code"]
 
@@ -30,24 +32,20 @@ def test_a_saved_result_loads_back_exactly_with_its_cost(tmp_path):
 
 
 def test_the_key_changes_with_every_input_of_the_training():
+    suite = load_suite("micro")
+    other_recipe = suite.model_copy(update={"expert": suite.expert.model_copy(update={"lr": 0.001})})
     cat = catalog.create_method("cat", {}, SKILLS)
     data = {"math": [{"prompt": "1+1", "completion": "2"}]}
-    recipe = {"rank": 8, "lr": 0.002}
-    key = merge_cache.merge_key(cat, 0, "sha256:b", ["e1", "e2"], data, recipe)
-    assert key == merge_cache.merge_key(catalog.create_method("cat", {}, SKILLS), 0, "sha256:b", ["e1", "e2"],
-                                        data, recipe)
+    key = trained_merge_key(suite, cat, 0, "sha256:b", ["e1", "e2"], data)
+    assert key == trained_merge_key(suite, catalog.create_method("cat", {}, SKILLS), 0, "sha256:b", ["e1", "e2"], data)
     changed = [
-        merge_cache.merge_key(catalog.create_method("cat", {"steps": 7}, SKILLS), 0, "sha256:b", ["e1", "e2"], data, recipe),
-        merge_cache.merge_key(cat, 1, "sha256:b", ["e1", "e2"], data, recipe),
-        merge_cache.merge_key(cat, 0, "sha256:c", ["e1", "e2"], data, recipe),
-        merge_cache.merge_key(cat, 0, "sha256:b", ["e1", "e3"], data, recipe),
-        merge_cache.merge_key(cat, 0, "sha256:b", ["e1", "e2"], {"math": [{"prompt": "1+1", "completion": "3"}]}, recipe),
-        merge_cache.merge_key(cat, 0, "sha256:b", ["e1", "e2"], data, {**recipe, "lr": 0.001}),
-        merge_cache.merge_key(catalog.create_method("data_mix", {}, SKILLS), 0, "sha256:b", ["e1", "e2"], data, recipe),
+        trained_merge_key(suite, catalog.create_method("cat", {"steps": 7}, SKILLS), 0, "sha256:b", ["e1", "e2"], data),
+        trained_merge_key(suite, cat, 1, "sha256:b", ["e1", "e2"], data),
+        trained_merge_key(suite, cat, 0, "sha256:c", ["e1", "e2"], data),
+        trained_merge_key(suite, cat, 0, "sha256:b", ["e1", "e3"], data),
+        trained_merge_key(suite, cat, 0, "sha256:b", ["e1", "e2"], {"math": [{"prompt": "1+1", "completion": "3"}]}),
+        trained_merge_key(other_recipe, cat, 0, "sha256:b", ["e1", "e2"], data),
+        trained_merge_key(suite, cat, 0, "sha256:b", ["e1", "e2"], data, "math_code", [{"prompt": "p"}]),
+        trained_merge_key(suite, catalog.create_method("data_mix", {}, SKILLS), 0, "sha256:b", ["e1", "e2"], data),
     ]
     assert key not in changed and len(set(changed)) == len(changed)
-
-
-def test_only_methods_that_train_opt_in():
-    cached = {name for name in catalog.method_names(SKILLS) if catalog.create_method(name, {}, SKILLS).cache_result}
-    assert cached == {"cat", "data_mix"}

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.base_model import base_recipe_hash
 from benchmark.catalog import create_method
-from benchmark.experts import expert_key, skill_training_data
+from benchmark.experts import skill_training_data
+from benchmark.keys import base_recipe_hash, expert_key, trained_merge_key
 from benchmark.release import DEFAULT_DIR, RELEASE_COMMAND, load_release
-from benchmark.runner import expert_group, trained_merge_key
+from benchmark.plan import expert_group
 from benchmark.suite import load_suite
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from benchmark.base_model import base_recipe_hash
 from benchmark.cli import app
-from benchmark.experts import expert_key, skill_training_data
+from benchmark.experts import skill_training_data
+from benchmark.keys import base_recipe_hash, expert_key
 from benchmark.hashing import sha256_file
 from benchmark.release import ReleaseIntegrityError, load_release, reference_db_url
 from benchmark.release_build import check_rebuild

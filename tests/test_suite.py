@@ -69,7 +69,8 @@ def test_corpus_mix_weights_and_unknown_kinds():
 
 def test_task_options_reach_the_builders_and_the_cache_keys(tmp_path):
     from benchmark.evaluation import write_task_data
-    from benchmark.experts import expert_key, skill_training_data
+    from benchmark.experts import skill_training_data
+    from benchmark.keys import expert_key
 
     suite = load_suite(write(tmp_path, {**TINY_SUITE, "task_options": {"math_code": {"digits": [3, 3]},
                                                                          "math": {"digits": [2, 2]}}}))
