@@ -50,6 +50,17 @@ def reader(url: str) -> ResultsReader:
         return _readers[url]
 
 
+def forget(url: str) -> None:
+    """Close the reader of `url` and drop its cached frames (a database about to be dropped or
+    replaced: a pooled connection left open would keep PostgreSQL from dropping it)."""
+    with _lock:
+        cached = _readers.pop(url, None)
+        for key in [key for key in _suites if key[0] == url]:
+            del _suites[key]
+    if cached is not None:
+        cached.close()
+
+
 def data_version(url: str, suite: str) -> tuple:
     """(number of runs, highest run id) of a suite, then `provenance.version` of the submissions:
     changes whenever its runs, or what is known of where they came from, change."""
