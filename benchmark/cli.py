@@ -98,6 +98,13 @@ def run(
     db: Annotated[Optional[str], typer.Option(help="Database URL or SQLite path.")] = None,
     method_file: Annotated[Optional[list[Path]], typer.Option(
         help="A .py file defining MergeMethod subclasses to register (repeatable).")] = None,
+    executor: Annotated[Executor, typer.Option(help="Where cells run: here, or as tasks on a Ray cluster.")] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        help="--executor ray: the cluster's address ('auto', ray://HOST:10001); default: a local Ray instance.")] = None,
+    task_cpus: Annotated[float, typer.Option(min=0.0, help="--executor ray: CPUs each task reserves.")] = 1.0,
+    task_gpus: Annotated[float, typer.Option(min=0.0, help="--executor ray: GPUs each task reserves.")] = 0.0,
+    task_memory_gb: Annotated[Optional[float], typer.Option(
+        min=0.0, help="--executor ray: memory (GiB) each task reserves.")] = None,
 ) -> None:
     """Run the grid (methods x tasks x seeds), skipping stored cells, then print the results table."""
     from benchmark.storage import check_writable, open_store, resolve_db_url
@@ -118,7 +125,16 @@ def run(
     store = open_store(url)
     try:
         with RichReporter(console) as reporter:
-            summary = run_grid(spec, store, methods=method, tasks=task, seeds=list(spec.seeds[:seeds]), reporter=reporter)
+            if executor is Executor.ray:
+                from benchmark.ray_executor import RayOptions, run_grid_ray
+
+                options = RayOptions(address=address, cpus_per_task=task_cpus, gpus_per_task=task_gpus,
+                                     memory_gb_per_task=task_memory_gb)
+                summary = run_grid_ray(spec, store, options, methods=method, tasks=task,
+                                       seeds=list(spec.seeds[:seeds]), reporter=reporter, method_files=method_file)
+            else:
+                summary = run_grid(spec, store, methods=method, tasks=task, seeds=list(spec.seeds[:seeds]),
+                                   reporter=reporter)
     finally:
         store.close()
     elsewhere = f", {summary.elsewhere} being computed by another runner" if summary.elsewhere else ""
@@ -130,6 +146,11 @@ def run(
         console.print(f"[red]failed:[/red] {label} (seed {seed}): {error}")
     if summary.failed:
         raise typer.Exit(1)
+
+
+class Executor(str, enum.Enum):
+    local = "local"
+    ray = "ray"
 
 
 class RebuildCheck(str, enum.Enum):
