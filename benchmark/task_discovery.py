@@ -95,7 +95,8 @@ def _from_dir(task_dir: Path) -> list[TaskInfo]:
     if not children:
         raise UserError(f"task dir {task_dir}: holds no task folder (a task folder holds its <name>.yaml and an "
                         "__init__.py that defines TASK = TaskInfo(...))")
-    parent = _package(_package_name(task_dir), task_dir, task_dir.name)
+    parent = _package_name(task_dir)
+    _package(parent, task_dir, task_dir.name)
     return [_from_folder(child, f"{parent}.{child.name}", f"{task_dir.name}.{child.name}") for child in children]
 
 
