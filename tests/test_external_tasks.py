@@ -17,9 +17,14 @@ from typer.testing import CliRunner
 
 from benchmark import cli
 from benchmark.cli import app
+from benchmark.evaluation import rescore
+from benchmark.runner import task_data_dir
+from benchmark.storage import SampleRecord
+from benchmark.suite import Suite
 from benchmark.task_discovery import ENTRY_POINT_GROUP
 from benchmark.taskinfo import TASK_DIRS_ENV_VAR, TASKS
 from tests.conftest import TINY_SUITE
+from leaderboard.queries import task_meta
 from tests.external_task_fixtures import write_task
 
 runner = CliRunner()
@@ -115,7 +120,8 @@ def test_an_outside_task_runs_in_a_suite_end_to_end(tmp_path):
                                "from samples order by run_id, doc_index").fetchall()
     assert [r[1:] for r in runs] == [("base", "math_bare", "ok"), ("expert-math", "math_bare", "ok")]
     assert sorted((s[0], s[1], s[3], s[4]) for s in scores) == [(r[0], "bare_match", 6, 1) for r in runs]
-    docs = TASKS.get("math_bare").build_eval(6, spec.get("data_seed", 0))
+    suite = Suite.model_validate(spec)
+    docs = TASKS.get("math_bare").build_eval(6, suite.data_seed)
     for run_id, *_ in runs:
         mine = [s for s in samples if s[0] == run_id]
         assert [s[2] for s in mine] == [d["prompt"] for d in docs]  # the outside builder's documents
@@ -123,19 +129,15 @@ def test_an_outside_task_runs_in_a_suite_end_to_end(tmp_path):
         value = next(s[2] for s in scores if s[0] == run_id)
         assert value == pytest.approx(sum(bool(s[6]) for s in mine) / 6)
 
-    from benchmark.evaluation import rescore
-    from benchmark.runner import task_data_dir
-    from benchmark.storage import SampleRecord
-    from benchmark.suite import Suite
-
-    suite = Suite.model_validate(spec)
     records = [SampleRecord(s[1], s[2], s[3], s[4], s[5], None if s[6] is None else bool(s[6]), json.loads(s[7]))
                for s in samples if s[0] == runs[1][0]]
     (again,) = rescore("math_bare", records, task_data_dir(suite, ["math_bare"]), suite.eval)
     assert (again.metric, again.n_samples) == ("bare_match", 6)
     assert again.value == pytest.approx(next(s[2] for s in scores if s[0] == runs[1][0]))
 
-    from leaderboard.queries import task_meta
+    right = [SampleRecord(r.doc_index, r.prompt, r.target, r.target, None, None, {}) for r in records]
+    (perfect,) = rescore("math_bare", right, task_data_dir(suite, ["math_bare"]), suite.eval)
+    assert perfect.value == 1.0  # its own metric.py scored the reference answers right
 
     meta = task_meta.__wrapped__("math_bare")
     assert (meta.display_name, meta.kind, meta.primary_metric) == ("Bare-number word problems", "composite", "bare_match")
