@@ -18,6 +18,7 @@ absolutely (`from tasks._common.scoring import ...`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.machinery
@@ -41,7 +42,9 @@ def discover(task_dirs: list[Path]) -> list[TaskInfo]:
     """Every task: built in, then from entry points, then from `task_dirs` (each a task folder or a
     folder of task folders); a clash of names or a broken task raises UserError."""
     found: dict[str, TaskInfo] = {}
-    for info in [*_built_in(), *_from_entry_points(), *(t for d in task_dirs for t in _from_dir(d))]:
+    # one source after the other, so that a clash is said before a later source is even imported
+    sources = (_built_in, _from_entry_points, *(functools.partial(_from_dir, d) for d in task_dirs))
+    for info in (info for source in sources for info in source()):
         if info.name in found:
             raise UserError(f"task {info.name!r} is registered twice: {found[info.name].origin}, and "
                             f"{info.origin}; rename one of them (task names are unique)")

@@ -92,8 +92,7 @@ class TaskRegistry(Registry[TaskInfo]):
         Dirs already registered are ignored; a new one after the registry was built raises
         RuntimeError: whatever read TASKS before would not see its tasks.
         """
-        new = [d for d in (Path(d).expanduser().resolve() for d in dirs) if d not in self._dirs]
-        new = list(dict.fromkeys(new))
+        new = [d for d in dict.fromkeys(Path(d).expanduser().resolve() for d in dirs) if d not in self._dirs]
         if not new:
             return
         if self._built:

@@ -9,7 +9,6 @@ import importlib.metadata
 import json
 import sqlite3
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,11 +17,12 @@ from typer.testing import CliRunner
 from benchmark import cli
 from benchmark.cli import app
 from benchmark.evaluation import rescore
-from benchmark.runner import task_data_dir
+from benchmark.experts import skill_training_data
+from benchmark.runner import check_names, task_data_dir
 from benchmark.storage import SampleRecord
 from benchmark.suite import Suite
 from benchmark.task_discovery import ENTRY_POINT_GROUP
-from benchmark.taskinfo import TASK_DIRS_ENV_VAR, TASKS
+from benchmark.taskinfo import TASK_DIRS_ENV_VAR, TASKS, get_skill
 from tests.conftest import TINY_SUITE
 from leaderboard.queries import task_meta
 from tests.external_task_fixtures import write_task
@@ -72,13 +72,16 @@ def test_a_folder_of_task_folders_from_the_environment_with_absolute_imports(tmp
     monkeypatch.setenv(TASK_DIRS_ENV_VAR, str(tmp_path / "nowhere-yet") + ":" + str(outer))
     (tmp_path / "nowhere-yet").mkdir()
     write_task(tmp_path / "nowhere-yet" / "math_bare")
-    from benchmark.taskinfo import get_skill
-
     assert get_skill("bare_skill").origin == f"folder {outer / 'bare_skill'}"
     assert get_skill("bare_skill").build_train(3, 0)[0]["prompt"].startswith("Story:")
     assert TASKS.get("bare_code").executes_programs  # the sandbox check reads its own YAML
     assert {"math_bare", "bare_skill", "bare_code", "math"} <= set(TASKS.names())
     assert sys.modules["soup_outer_tasks.bare_skill"].TASK is not None  # the author's name, bound
+    # a suite names the outside skill (its expert's training data comes from its build_train)
+    spec = {**copy.deepcopy(TINY_SUITE), "tasks": ["math", "bare_skill", "math_bare"]}
+    spec["skills"] = [*spec["skills"], {"name": "bare_skill", "train_size": 8, "eval_size": 4}]
+    check_names(Suite.model_validate(spec))
+    assert skill_training_data(Suite.model_validate(spec))["bare_skill"][0]["completion"].strip().isdigit()
 
 
 def test_entry_point_task_of_an_installed_distribution(tmp_path, monkeypatch):
