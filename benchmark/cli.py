@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from benchmark.cli_options import TaskDirs, use_task_dirs
 from benchmark.errors import UserError
 
 console = Console(stderr=True)
@@ -105,10 +106,12 @@ def run(
     task_gpus: Annotated[float, typer.Option(min=0.0, help="--executor ray: GPUs each task reserves.")] = 0.0,
     task_memory_gb: Annotated[Optional[float], typer.Option(
         min=0.0, help="--executor ray: memory (GiB) each task reserves.")] = None,
+    task_dir: TaskDirs = None,
 ) -> None:
     """Run the grid (methods x tasks x seeds), skipping stored cells, then print the results table."""
     from benchmark.storage import check_writable, open_store, resolve_db_url
 
+    use_task_dirs(task_dir)
     url = resolve_db_url(db)
     check_writable(url)  # first: a database that cannot take the results is refused before any work
     from benchmark.progress import RichReporter
@@ -236,8 +239,9 @@ def merge(
 
 
 @app.command("list")
-def list_(what: Listable) -> None:
+def list_(what: Listable, task_dir: TaskDirs = None) -> None:
     """List the registered methods, tasks or suites."""
+    use_task_dirs(task_dir)
     if what is Listable.methods:
         from benchmark import catalog
 
@@ -250,10 +254,10 @@ def list_(what: Listable) -> None:
     elif what is Listable.tasks:
         from benchmark.taskinfo import TASKS
 
-        table = Table("task", "kind", "skills", "primary metric", "description")
+        table = Table("task", "kind", "skills", "primary metric", "origin", "description")
         for name in TASKS:
             info = TASKS.get(name)
-            table.add_row(name, info.kind, ", ".join(info.skills), info.primary_metric, info.description)
+            table.add_row(name, info.kind, ", ".join(info.skills), info.primary_metric, info.origin, info.description)
     else:
         from benchmark.suite import SUITES, load_suite
 
@@ -293,8 +297,10 @@ def validate(
     suite: Annotated[Optional[list[str]], typer.Option(
         help="Suite name or YAML path; repeat it for builds of one suite on other bases (base seeds): "
              "the bar must hold on each, and the ranking is compared across them.")] = None,
+    task_dir: TaskDirs = None,
 ) -> None:
     """The suite's validity figures per task; exits 0 only when the suite meets its bar."""
+    use_task_dirs(task_dir)
     from benchmark.results import open_readonly
     from benchmark.storage import resolve_db_url
     from benchmark.suite import load_suite
@@ -359,6 +365,7 @@ def leaderboard(
     reference: Annotated[bool, typer.Option(
         "--reference/--no-reference",
         help="Show the release's reference results beside the database's runs (alone when there is no database).")] = True,
+    task_dir: TaskDirs = None,
 ) -> None:
     """Start the leaderboard site (Streamlit) over the results database, opened read-only.
 
@@ -367,6 +374,7 @@ def leaderboard(
     """
     import os
 
+    use_task_dirs(task_dir)  # the task pages read the tasks' metadata in this process
     from benchmark.release import reference_db_url
     from benchmark.results import open_readonly
     from benchmark.storage import DB_ENV_VAR, DEFAULT_DB_FILE, resolve_db_url

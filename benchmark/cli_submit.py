@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from benchmark.cli_options import TaskDirs, use_task_dirs
 from benchmark.errors import UserError
 
 
@@ -26,8 +27,10 @@ def register(app: typer.Typer, console, out, quiet_libraries) -> None:
         out_file: Annotated[Path, typer.Option("--out", help="Bundle file to write (.soup.zip).")],
         method: Annotated[Optional[str], typer.Option(help="The method's name, if the file defines several.")] = None,
         suite: Annotated[str, typer.Option(help="The released suite to run on.")] = "micro",
+        task_dir: TaskDirs = None,
     ) -> None:
         """Run a method file on every task and seed of the released suite and write its result bundle."""
+        use_task_dirs(task_dir)
         from benchmark.bundle import Submitter
         from benchmark.progress import RichReporter
         from benchmark.submission import submit as run_submit
@@ -47,8 +50,10 @@ def register(app: typer.Typer, console, out, quiet_libraries) -> None:
         db: Annotated[Optional[str], typer.Option(help="Database URL or SQLite path.")] = None,
         release: Annotated[Optional[Path], typer.Option(help="The release the bundle must be run on; "
                                                         "default: the one installed.")] = None,
+        task_dir: TaskDirs = None,
     ) -> None:
         """Check a bundle (hashes, release, every score from its samples) and add it, all or nothing."""
+        use_task_dirs(task_dir)  # its scores are recomputed by its tasks' own metric code
         from benchmark.storage import check_writable, open_store, resolve_db_url
         from benchmark.submission import import_bundle
 
@@ -96,8 +101,10 @@ def register(app: typer.Typer, console, out, quiet_libraries) -> None:
         threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads for the re-run.")] = None,
         reproduce: Annotated[bool, typer.Option(
             "--reproduce/--hidden-only", help="--hidden-only: skip the re-run, only score the hidden set.")] = True,
+        task_dir: TaskDirs = None,
     ) -> None:
         """Re-run a bundle's method from its source on the released weights and compare every sample."""
+        use_task_dirs(task_dir)
         from benchmark.progress import RichReporter
         from benchmark.storage import check_writable, open_store, resolve_db_url
         from benchmark.submission import verify_bundle

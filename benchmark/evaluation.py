@@ -1,7 +1,7 @@
 """The evaluation bridge: a model in memory, scored on SoupBench's lm-eval tasks in-process.
 
-Every task is an ordinary lm-eval task (`tasks/<name>/<name>.yaml`, which lm-eval's own CLI runs
-too); this module only feeds it. `write_task_data` writes each task's documents as JSONL from its
+Every task is an ordinary lm-eval task (`<folder>/<name>.yaml` of a registered task: `tasks/<name>/`
+for a built-in one, which lm-eval's own CLI runs too); this module only feeds it. `write_task_data` writes each task's documents as JSONL from its
 builder (the YAMLs' `custom_dataset` reads them back), and `evaluate_model` wraps the model in
 lm-eval's HFLM and runs all tasks of one model in a single `lm_eval.evaluator.evaluate` call
 (not `simple_evaluate`, which spends most of its fixed cost collecting environment information),
@@ -82,7 +82,7 @@ def evaluate_model(model: Any, tokenizer: Any, task_names: list[str], data_dir: 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     task_dict = _load_tasks(tuple(task_names), _stamp(Path(data_dir), task_names),
-                            eval_spec.max_gen_toks, eval_spec.sandbox_timeout_s)
+                            eval_spec.max_gen_toks, eval_spec.sandbox_timeout_s, TASKS.folders())
     was_training = model.training
     try:
         with language_model(model, tokenizer, eval_spec) as lm:
@@ -177,7 +177,7 @@ def rescore(task_name: str, samples: list[SampleRecord], data_dir: Path, eval_sp
 
     _quiet_lm_eval()
     task = _load_tasks((task_name,), _stamp(Path(data_dir), [task_name]), eval_spec.max_gen_toks,
-                       eval_spec.sandbox_timeout_s)["tasks"][task_name]
+                       eval_spec.sandbox_timeout_s, TASKS.folders())["tasks"][task_name]
     docs = list(task.eval_docs)
     if eval_spec.limit:
         docs = docs[: int(eval_spec.limit)]
@@ -269,35 +269,43 @@ def _stamp(data_dir: Path, task_names: list[str]) -> tuple:
     return str(data_dir), tuple(stats)
 
 
-@functools.cache
-def _task_manager():
+@functools.lru_cache(maxsize=4)
+def _task_manager(folders: tuple[Path, ...]):
+    """lm-eval's index of the registered tasks' YAMLs: every task folder (built in or from outside,
+    `TASKS.folders()`), so that `!function metric.process_results` resolves next to each YAML."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    return TaskManager(include_path=[str(folder) for folder in folders], include_defaults=False)
 
 
-@functools.cache
 def _task_config(name: str) -> dict:
     """The task's YAML as lm-eval reads it (functions resolved), parsed once per process."""
+    return _parsed_config(name, TASKS.folders())
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_config(name: str, folders: tuple[Path, ...]) -> dict:
     # lm-eval has no public "config of a registered task, with overrides" call; its loader is the
     # one function that reads a task YAML exactly as TaskManager does.
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    entry = _task_manager().task_index.get(name)
+    entry = _task_manager(folders).task_index.get(name)
     if entry is None or entry.yaml_path is None:
-        TASKS.get(name)  # an unknown name: the registry's error lists the known ones
-        raise LookupError(f"lm-eval found no YAML for task {name!r} under {TASKS_DIR}")
+        info = TASKS.get(name)  # an unknown name: the registry's error lists the known ones
+        raise LookupError(f"lm-eval found no YAML for task {name!r} in {info.folder}")
     return load_yaml(entry.yaml_path, resolve_func=True)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_tasks(names: tuple[str, ...], stamp: tuple, max_gen_toks: int, timeout_s: float) -> dict:
+def _load_tasks(names: tuple[str, ...], stamp: tuple, max_gen_toks: int, timeout_s: float,
+                folders: tuple[Path, ...]) -> dict:
     """lm-eval tasks with the suite's EvalSpec applied, reused across models: `evaluate` rebuilds a
-    task's requests on every call, so a loaded task carries nothing from one model to the next."""
+    task's requests on every call, so a loaded task carries nothing from one model to the next.
+    `folders` (the registered tasks' folders) is part of the key: another task set, another index."""
     data_dir = stamp[0]
     specs = []
     for name in names:
-        cfg = copy.deepcopy(_task_config(name))
+        cfg = copy.deepcopy(_parsed_config(name, folders))
         cfg["generation_kwargs"] = {**cfg.get("generation_kwargs", {}), "max_gen_toks": max_gen_toks}
         for pipeline in cfg.get("filter_list", []):
             for step in pipeline["filter"]:
@@ -305,7 +313,7 @@ def _load_tasks(names: tuple[str, ...], stamp: tuple, max_gen_toks: int, timeout
                     step["timeout_s"] = timeout_s
         cfg["metadata"] = {**cfg.get("metadata", {}), "data_dir": data_dir}
         specs.append(cfg)
-    return _task_manager().load(specs)
+    return _task_manager(folders).load(specs)
 
 
 def _outcome(name: str, results: dict) -> TaskOutcome:

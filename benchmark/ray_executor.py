@@ -38,6 +38,7 @@ from benchmark.pool import Pool, Reporter
 from benchmark.runner import GridSummary, _claim, _failed_record, check_stored_base, prepare_plan, run_cell, store_cell
 from benchmark.storage import RunRecord, Store, collect_provenance
 from benchmark.suite import Suite
+from benchmark.taskinfo import TASKS
 
 # Environment a worker must share with the driver: the cache (on a shared filesystem), the device,
 # the hub's offline switches. Passed through Ray's runtime_env, so a remote cluster gets them too.
@@ -91,6 +92,7 @@ class WorkerSetup:
     use_release: bool
     eval_seed: int | None
     method_files: tuple[str, ...]
+    task_dirs: tuple[str, ...] = ()  # tasks from outside the repository (`--task-dir`), registered alike
 
 
 def import_ray():
@@ -122,7 +124,8 @@ def run_grid_ray(
         reporter.log("every cell is already stored")
         return summary
     setup = WorkerSetup(suite, tuple(tasks), use_release, eval_seed,
-                        tuple(str(Path(f).resolve()) for f in method_files or []))
+                        tuple(str(Path(f).resolve()) for f in method_files or []),
+                        tuple(str(d) for d in TASKS.dirs()))
     started_here = not ray.is_initialized()
     if started_here:
         _init(ray, options)
@@ -205,6 +208,7 @@ def _worker_reporter() -> Reporter:
 
 def _worker_pool(setup: WorkerSetup) -> Pool:
     """This worker process's pool for the run's suite (opened on its first task, then reused)."""
+    TASKS.add_dirs(setup.task_dirs)
     for path in setup.method_files:
         catalog.load_method_file(path)
     key = (setup.suite.fingerprint(), setup.tasks, setup.use_release, setup.eval_seed)

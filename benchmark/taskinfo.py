@@ -1,28 +1,39 @@
-"""What a task folder declares, and the registry of task folders.
+"""What a task folder declares, and the one registry of tasks (`TASKS`) everybody reads.
 
-A task is one folder of `tasks/`: its lm-eval YAML, its metric code, its data builder and this
-metadata (display name, description, primary metric, the skills it needs). A skill is a task whose
-folder can also build training data; its eval task bears the skill's name.
+A task is one folder: its lm-eval YAML (`<name>.yaml`), its metric code, its data builder and this
+metadata (display name, description, primary metric, the skills it needs) as `TASK = TaskInfo(...)`
+in its `__init__.py`. A skill is a task whose folder can also build training data; its eval task
+bears the skill's name. Folders come from three places, registered in this order: the `tasks`
+package (built in), installed packages' entry points (group `soupbench.tasks`), and task dirs
+(`SOUPBENCH_TASK_DIRS`, then those given to `TASKS.add_dirs`, e.g. by `--task-dir`); see
+`benchmark.task_discovery`.
+
+`TASKS` is built lazily, once per process, on its first read, so that importing this module costs
+nothing and a command line can name task dirs before anything looks a task up: `TASKS.add_dirs`
+after the registry was built is a programming error (a task read too early), refused loudly rather
+than leaving readers with two views of the task set. The CLI adds its dirs and builds at once, so a
+broken folder is refused in one line before any work.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import pkgutil
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import tasks as tasks_package
 from benchmark.errors import UserError
 from benchmark.registry import Registry, UnknownNameError, did_you_mean
 
 # (n, seed, **options) -> documents; eval documents carry "prompt", "target" (a reference completion) and
 # "answer" (the number a correct response yields); training examples carry "prompt", "completion".
 Builder = Callable[[int, int], list[dict]]
+
+TASK_DIRS_ENV_VAR = "SOUPBENCH_TASK_DIRS"  # os.pathsep-separated task dirs, read when TASKS is built
+BUILT_IN = "built in"
 
 
 @dataclass(frozen=True)
@@ -34,7 +45,9 @@ class TaskInfo:
     primary_metric: str
     build_eval: Builder
     build_train: Builder | None = None  # only skills have training data
-    folder: Path | None = None
+    folder: Path | None = None  # set on registration: the folder that holds the task's YAML
+    # Where the task was registered from: "built in", "entry point <dist>:<name>" or "folder <path>".
+    origin: str = BUILT_IN
 
     @property
     def kind(self) -> Literal["skill", "composite"]:
@@ -65,21 +78,79 @@ class TaskInfo:
         return self.folder / f"{self.name}.yaml"
 
 
-def _discover() -> Registry[TaskInfo]:
-    registry: Registry[TaskInfo] = Registry("task")
-    for module in pkgutil.iter_modules(tasks_package.__path__):
-        if not module.ispkg or module.name.startswith("_"):
-            continue
-        package = importlib.import_module(f"tasks.{module.name}")
-        info = getattr(package, "TASK", None)
-        if isinstance(info, TaskInfo):
-            folder = Path(package.__file__).parent
-            registry.add(info.name, TaskInfo(**{**info.__dict__, "folder": folder}))
-    registry.freeze()
-    return registry
+class TaskRegistry(Registry[TaskInfo]):
+    """The task registry, built on first read from the built-ins, entry points and task dirs."""
+
+    def __init__(self) -> None:
+        super().__init__("task")
+        self._dirs: list[Path] = []
+        self._built = False
+
+    def add_dirs(self, dirs: Iterable[str | Path]) -> None:
+        """Register task dirs (a task folder, or a folder of task folders) for the build.
+
+        Dirs already registered are ignored; a new one after the registry was built raises
+        RuntimeError: whatever read TASKS before would not see its tasks.
+        """
+        new = [d for d in dict.fromkeys(Path(d).expanduser().resolve() for d in dirs) if d not in self._dirs]
+        if not new:
+            return
+        if self._built:
+            raise RuntimeError(f"the task registry was built before task dirs {[str(d) for d in new]} were added: "
+                               "add task dirs before anything reads TASKS")
+        self._dirs.extend(new)
+
+    def dirs(self) -> list[Path]:
+        """Every task dir the registry is built from: the environment's, then the added ones."""
+        from_env = [Path(p).expanduser().resolve() for p in os.environ.get(TASK_DIRS_ENV_VAR, "").split(os.pathsep)
+                    if p.strip()]
+        return list(dict.fromkeys(from_env + self._dirs))
+
+    def build(self) -> None:
+        """Discover every task now (a no-op once built); a broken task raises UserError and leaves
+        the registry unbuilt, so every later read refuses it the same way."""
+        if self._built:
+            return
+        from benchmark.task_discovery import discover
+
+        try:
+            for info in discover(self.dirs()):
+                self.add(info.name, info)
+        except BaseException:
+            self._entries.clear()
+            raise
+        self.freeze()
+        self._built = True
+
+    def reset(self) -> None:
+        """Forget every task and added dir: the next read builds the registry again (for tests, and
+        for a long-lived process that must see other task dirs)."""
+        self._entries.clear()
+        self._dirs.clear()
+        self._frozen = self._built = False
+
+    def folders(self) -> tuple[Path, ...]:
+        """The folders of every registered task: where lm-eval looks for their YAMLs."""
+        return tuple(self.get(name).folder for name in self.names())
+
+    def get(self, name: str) -> TaskInfo:
+        self.build()
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        self.build()
+        return super().names()
+
+    def __contains__(self, name: object) -> bool:
+        self.build()
+        return super().__contains__(name)
+
+    def __len__(self) -> int:
+        self.build()
+        return super().__len__()
 
 
-TASKS = _discover()
+TASKS = TaskRegistry()
 
 
 def skill_names() -> list[str]:

@@ -101,7 +101,7 @@ def outcomes(model, tokenizer, data_dir):
 def score(task_name: str, data_dir: Path, cases: list[tuple[str, float]]) -> list[dict]:
     """Run (generation, answer) pairs through the task's own YAML filters and process_results."""
     tasks = evaluation._load_tasks.__wrapped__((task_name,), evaluation._stamp(data_dir, [task_name]),
-                                               SPEC.max_gen_toks, 1.0)
+                                               SPEC.max_gen_toks, 1.0, TASKS.folders())
     task = tasks["tasks"][task_name]
     task._instances = [
         Instance("generate_until", {"prompt": "", "target": "", "answer": answer}, ("", {}), 0,
