@@ -104,17 +104,22 @@ def run(
 
     url = resolve_db_url(db)
     check_writable(url)  # first: a database that cannot take the results is refused before any work
+    from benchmark.hub_access import allow_downloads
+    from benchmark.suite import load_suite
+
+    spec = load_suite(suite)
+    allow_downloads(spec)  # a suite of hub ids downloads them: said before the HF libraries are imported
+    from benchmark.hub_access import check_reachable
     from benchmark.progress import RichReporter
     from benchmark.results import format_records, open_readonly
     from benchmark.runner import check_names, run_grid
-    from benchmark.suite import load_suite
 
     _load_method_files(method_file)
-    spec = load_suite(suite)
     _quiet_libraries()
     if seeds > len(spec.seeds):
         raise UserError(f"--seeds {seeds}: suite {spec.name!r} lists only {len(spec.seeds)} seeds {list(spec.seeds)}")
     check_names(spec, method, task)  # before the database is opened: a typo writes nothing
+    check_reachable(spec, task)  # and a model or data set it cannot fetch, in one line
     store = open_store(url)
     try:
         with RichReporter(console) as reporter:

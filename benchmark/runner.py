@@ -27,10 +27,12 @@ from benchmark.contract import check_merge_result
 from benchmark.errors import UserError
 from benchmark.evaluation import evaluate_model, write_task_data
 from benchmark.experts import prepare_experts, skill_training_data
+from benchmark.hub_access import check_reachable
 from benchmark.memory import PeakMemory
 from benchmark.method import Consumes, MergeContext, MergeMethod
 from benchmark.registry import did_you_mean
 from benchmark.run_spec import MethodCard, RunSpec, method_source_sha256
+from benchmark.skill_data import LOADERS
 from benchmark.storage import RunRecord, Store, collect_provenance, params_key
 from benchmark.suite import Suite
 from benchmark.taskinfo import TASKS, get_skill
@@ -68,6 +70,8 @@ def check_names(suite: Suite, methods: list[str] | None = None, tasks: list[str]
     for skill in suite.skill_names:
         try:
             get_skill(skill)
+            if suite.skill(skill).source == "files":
+                LOADERS.get(str(suite.skill(skill).loader))  # a named data set format
         except UserError as err:
             raise UserError(f"suite {suite.name!r}: {err}") from None
     for task in tasks:
@@ -177,6 +181,7 @@ def run_grid(
     tasks = tasks or list(suite.tasks)
     seeds = seeds if seeds is not None else list(suite.seeds[:1])
     check_names(suite, methods, tasks)
+    check_reachable(suite, tasks)  # a model or data set it cannot fetch: one line now, not a traceback later
     check_stored_recipe(suite, store)
     summary = GridSummary()
 
