@@ -110,6 +110,8 @@ def run(
     spec = load_suite(suite)
     allow_downloads(spec)  # a suite of hub ids downloads them: said before the HF libraries are imported
     from benchmark.hub_access import check_reachable
+
+    check_reachable(spec, task)  # a model or data set it cannot fetch: one line, before the engine loads
     from benchmark.progress import RichReporter
     from benchmark.results import format_records, open_readonly
     from benchmark.runner import check_names, run_grid
@@ -119,7 +121,6 @@ def run(
     if seeds > len(spec.seeds):
         raise UserError(f"--seeds {seeds}: suite {spec.name!r} lists only {len(spec.seeds)} seeds {list(spec.seeds)}")
     check_names(spec, method, task)  # before the database is opened: a typo writes nothing
-    check_reachable(spec, task)  # and a model or data set it cannot fetch, in one line
     store = open_store(url)
     try:
         with RichReporter(console) as reporter:

@@ -90,8 +90,9 @@ def _in_local_cache(item: Needed) -> bool:
     return hub_folder.is_dir() or (datasets_cache / item.ref.replace("/", "___")).is_dir()
 
 
-def _hub_problem(item: Needed) -> str | None:
-    """Why `item` cannot be fetched from the hub now, or None when it can."""
+def _hub_problem(item: Needed) -> tuple[str | None, bool]:
+    """Why `item` cannot be fetched from the hub now (None when it can), and whether the reason is
+    the network itself (then asking again about the next id would only wait again)."""
     from huggingface_hub import HfApi
 
     from benchmark.pretrained import first_line
@@ -102,32 +103,44 @@ def _hub_problem(item: Needed) -> str | None:
             api.model_info(item.ref, revision=item.revision, timeout=HUB_TIMEOUT_S)
         else:
             api.dataset_info(item.ref, revision=item.revision, timeout=HUB_TIMEOUT_S)
-    except Exception as err:  # no network, a wrong id, a gated repository: each says why in its first line
-        return first_line(err)
-    return None
+    except Exception as err:  # no network, a wrong id, a gated repository: its first line says which
+        if _is_network_error(err):
+            return f"the hub is unreachable: {first_line(err)}", True
+        return first_line(err), False
+    return None, False
+
+
+def _is_network_error(err: BaseException) -> bool:
+    """No route, no name resolution, a timeout: the HTTP client's transport errors (by class name, as
+    huggingface_hub's client library has changed names across releases) or the OS's."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    return isinstance(err, OSError) or bool(names & {"TransportError", "NetworkError", "TimeoutException"})
 
 
 def check_reachable(suite: Suite, tasks: list[str] | None = None) -> None:
     """Refuse, in one line naming each of them, the models and data sets a run of `suite` could
     not fetch: a local path that does not exist, a hub id neither cached nor reachable."""
-    missing: list[str] = []
-    offline = None
+    problems: dict[str, list[str]] = {}  # reason -> what it stops
+    offline, network_down = None, None
     for item in needed(suite, tasks):
+        named = f"{item.what} {item.ref}"
         if not item.on_hub:
             if not Path(item.ref).exists():
-                missing.append(f"{item.what} {item.ref} (no such file or folder)")
+                problems.setdefault("no such file or folder", []).append(named)
             continue
         if _in_local_cache(item):
             continue
         offline = _offline() if offline is None else offline
         if offline:
-            missing.append(f"{item.what} {item.ref} (not in the local Hugging Face cache)")
+            problems.setdefault("not in the local Hugging Face cache, and HF_HUB_OFFLINE=1", []).append(named)
             continue
-        problem = _hub_problem(item)
+        problem, network = (network_down, True) if network_down else _hub_problem(item)
+        if network:
+            network_down = problem
         if problem is not None:
-            missing.append(f"{item.what} {item.ref} ({problem})")
-    if missing:
-        advice = (" HF_HUB_OFFLINE=1 keeps this run offline: unset it (or set HF_HUB_OFFLINE=0) to download, "
-                  "or fetch them into the cache beforehand." if offline else
-                  " Check the network and the ids, or give local copies in the suite file.")
-        raise UserError(f"suite {suite.name!r} needs what this machine cannot fetch: {'; '.join(missing)}.{advice}")
+            problems.setdefault(problem, []).append(named)
+    if problems:
+        said = "; ".join(f"{', '.join(names)} ({reason})" for reason, names in problems.items())
+        advice = (" Unset HF_HUB_OFFLINE (or set it to 0) to download them, or fetch them into the cache beforehand."
+                  if offline else " Check the network and the ids, or name local copies in the suite file.")
+        raise UserError(f"suite {suite.name!r} needs what this machine cannot fetch: {said}.{advice}")
