@@ -35,7 +35,7 @@ HUB_TIMEOUT_S = 10.0
 class Needed:
     """One model or data set a run of the suite reads."""
 
-    what: str  # its role, for messages: "base model", "skill math's data", "task gsm_hard's documents"
+    what: str  # its role, for messages: "suite base", "skill math's data", "task gsm_hard's documents"
     ref: str  # a local path or a hub id
     kind: Literal["model", "dataset"]
     revision: str | None = None
@@ -51,7 +51,7 @@ def needed(suite: Suite, tasks: list[str] | None = None) -> list[Needed]:
 
     found: list[Needed] = []
     if isinstance(suite.base, HubBase):
-        found.append(Needed("base model", suite.base.model_id, "model", suite.base.revision))
+        found.append(Needed("suite base", suite.base.model_id, "model", suite.base.revision))
     for skill in suite.skills:
         if skill.source == "files" and skill.data_path:
             found.append(Needed(f"skill {skill.name}'s data", skill.data_path, "dataset"))
@@ -120,13 +120,14 @@ def _is_network_error(err: BaseException) -> bool:
 def check_reachable(suite: Suite, tasks: list[str] | None = None) -> None:
     """Refuse, in one line naming each of them, the models and data sets a run of `suite` could
     not fetch: a local path that does not exist, a hub id neither cached nor reachable."""
-    problems: dict[str, list[str]] = {}  # reason -> what it stops
+    absent: list[str] = []  # local paths that are not there
+    problems: dict[str, list[str]] = {}  # reason -> the hub ids it stops
     offline, network_down = None, None
     for item in needed(suite, tasks):
         named = f"{item.what} {item.ref}"
         if not item.on_hub:
             if not Path(item.ref).exists():
-                problems.setdefault("no such file or folder", []).append(named)
+                absent.append(f"{named} does not exist")
             continue
         if _in_local_cache(item):
             continue
@@ -139,8 +140,9 @@ def check_reachable(suite: Suite, tasks: list[str] | None = None) -> None:
             network_down = problem
         if problem is not None:
             problems.setdefault(problem, []).append(named)
-    if problems:
-        said = "; ".join(f"{', '.join(names)} ({reason})" for reason, names in problems.items())
+    if absent or problems:
+        said = "; ".join(absent + [f"{', '.join(names)} ({reason})" for reason, names in problems.items()])
         advice = (" Unset HF_HUB_OFFLINE (or set it to 0) to download them, or fetch them into the cache beforehand."
-                  if offline else " Check the network and the ids, or name local copies in the suite file.")
+                  if offline else " Check the network and the ids, or name local copies in the suite file."
+                  if problems else "")
         raise UserError(f"suite {suite.name!r} needs what this machine cannot fetch: {said}.{advice}")
