@@ -95,7 +95,12 @@ def prepare_base(suite: Suite, progress: Callable[[int, int, float], None] | Non
         tokenizer = AutoTokenizer.from_pretrained(spec.model_id, revision=spec.revision)
     except Exception as err:  # a model without its tokenizer files cannot be evaluated
         raise UserError(f"suite base {spec.model_id}: cannot load its tokenizer ({first_line(err)})") from err
-    fingerprint = f"{spec.model_id}@{spec.revision or getattr(model.config, '_commit_hash', None) or 'main'}"
+    if tokenizer.pad_token is None:  # LLaMA's has none; padding is masked out, any id serves (alpaca-lora: unk)
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    if Path(spec.model_id).is_dir():  # a local folder is named by its content, as a built base is
+        fingerprint = weights_fingerprint(Path(spec.model_id))
+    else:
+        fingerprint = f"{spec.model_id}@{spec.revision or getattr(model.config, '_commit_hash', None) or 'main'}"
     return BaseModel(Path(spec.model_id), fingerprint, model.eval(), tokenizer)
 
 

@@ -114,13 +114,19 @@ def run(
     use_task_dirs(task_dir)
     url = resolve_db_url(db)
     check_writable(url)  # first: a database that cannot take the results is refused before any work
+    from benchmark.hub_access import allow_downloads
+    from benchmark.suite import load_suite
+
+    spec = load_suite(suite)
+    allow_downloads(spec)  # a suite of hub ids downloads them: said before the HF libraries are imported
+    from benchmark.hub_access import check_reachable
+
+    check_reachable(spec, task)  # a model or data set it cannot fetch: one line, before the engine loads
     from benchmark.progress import RichReporter
     from benchmark.results import format_records, open_readonly
     from benchmark.runner import check_names, run_grid
-    from benchmark.suite import load_suite
 
     _load_method_files(method_file)
-    spec = load_suite(suite)
     _quiet_libraries()
     if seeds > len(spec.seeds):
         raise UserError(f"--seeds {seeds}: suite {spec.name!r} lists only {len(spec.seeds)} seeds {list(spec.seeds)}")

@@ -9,14 +9,19 @@ from benchmark.adapters import load_expert
 from benchmark.base_model import BaseModel
 from benchmark.keys import expert_key
 from benchmark.lora import Expert
+from benchmark.skill_data import load_skill_examples
 from benchmark.suite import Suite
 from benchmark.taskinfo import get_skill
 from benchmark.training import Progress, train_lora
 
 def skill_training_data(suite: Suite) -> dict[str, list[dict]]:
-    """Each skill's training examples, deterministic given the suite's data seed."""
+    """Each skill's training examples, deterministic given the suite's data seed: built by its task
+    folder (`source: synthetic`), or read from a real data set by its named loader (`source: files`)."""
     data = {}
     for skill in suite.skills:
+        if skill.source == "files":
+            data[skill.name] = load_skill_examples(skill, suite.data_seed)
+            continue
         info = get_skill(skill.name)
         data[skill.name] = info.build_train(skill.train_size, suite.data_seed, **suite.task_options.get(skill.name, {}))
     return data

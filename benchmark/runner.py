@@ -27,12 +27,14 @@ from benchmark.contract import check_merge_result
 from benchmark.errors import UserError
 from benchmark.evaluation import evaluate_model, require_backend
 from benchmark.keys import trained_merge_key
+from benchmark.hub_access import check_reachable
 from benchmark.memory import PeakMemory
 from benchmark.method import Consumes, MergeContext, MergeMethod
 from benchmark.plan import Cell, Plan, create_methods, expert_group, plan_cells
 from benchmark.pool import Pool, Reporter, task_data_dir
 from benchmark.registry import did_you_mean
 from benchmark.run_spec import MethodCard, RunSpec, method_source_sha256
+from benchmark.skill_data import LOADERS
 from benchmark.storage import RunRecord, Store
 from benchmark.suite import Suite
 from benchmark.taskinfo import TASKS, get_skill
@@ -64,6 +66,8 @@ def check_names(suite: Suite, methods: list[str] | None = None, tasks: list[str]
     for skill in suite.skill_names:
         try:
             get_skill(skill)
+            if suite.skill(skill).source == "files":
+                LOADERS.get(str(suite.skill(skill).loader))  # a named data set format
         except UserError as err:
             raise UserError(f"suite {suite.name!r}: {err}") from None
     for task in tasks:
@@ -202,6 +206,7 @@ def prepare_plan(suite: Suite, store: Store, methods: list[str] | None, tasks: l
     names = methods or catalog.method_names(suite.skill_names)
     seeds = seeds if seeds is not None else list(suite.seeds[:1])
     created = check_names(suite, names, tasks)
+    check_reachable(suite, tasks)  # a model or data set it cannot fetch: one line now, not a traceback later
     check_stored_recipe(suite, store)
     plan = plan_cells(suite, store, created, tasks, seeds)
     if plan.cells and evaluator is evaluate_model:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -79,6 +80,13 @@ class HubBase(_Frozen):
 BaseSpec = Annotated[Union[MicroBase, HubBase], Field(discriminator="kind")]
 
 
+def _unless(default: object) -> Any:
+    """`exclude_if` for a field added after a release: left out of the dump while it has its
+    default, so every hash of an existing suite (its experts' keys, its base's recipe hash, its
+    trained merges' keys) stays what it was before the field existed."""
+    return lambda value: value == default
+
+
 class LoraRecipe(_Frozen):
     """How an expert (and the data-mixing LoRA) is trained; one recipe for all, as in the paper."""
 
@@ -93,6 +101,27 @@ class LoraRecipe(_Frozen):
     weight_decay: float = Field(0.0, ge=0)
     max_length: int = Field(160, ge=16)
     precision: Precision = "float32"
+    # Added for the paper's recipe (alpaca-lora's finetune.py, which LoRA Soups' code follows); each
+    # is left out of the dump at its default (see `_unless`).
+    dropout: float = Field(0.0, ge=0, lt=1, exclude_if=_unless(0.0))
+    # Passes over each LoRA's training examples; when set it replaces `steps` (an expert trained on
+    # 395k examples and one on 20k then each see their data `epochs` times, as in the paper).
+    epochs: float | None = Field(None, gt=0, exclude_if=_unless(None))
+    # Loss on the prompt's tokens too (alpaca-lora's train_on_inputs=True), not on the completion only.
+    train_on_inputs: bool = Field(False, exclude_if=_unless(False))
+    # Warm-up of the loops that fit chosen parameters (CAT's weights); None: min(10, steps / 10).
+    fit_warmup_steps: int | None = Field(None, ge=0, exclude_if=_unless(None))
+
+    def steps_for(self, n_examples: int) -> int:
+        """Optimiser steps of a LoRA trained on `n_examples`: `epochs` passes when set, else `steps`."""
+        if self.epochs is None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * n_examples / self.batch_size))
+
+
+# Where a skill's training data comes from: built from code (micro), or read by a named loader of
+# a real data set's format (benchmark.skill_data) from a local file or a hub data set.
+SkillSource = Literal["synthetic", "files"]
 
 
 class SkillSpec(_Frozen):
@@ -101,9 +130,19 @@ class SkillSpec(_Frozen):
     name: str
     train_size: int = Field(4000, ge=1)
     eval_size: int = Field(200, ge=1)
-    source: Literal["synthetic", "files"] = "synthetic"
-    # For source "files": a local path or hub id understood by the skill's data loader.
+    source: SkillSource = "synthetic"
+    # For source "files": a local file (.json, .jsonl, .parquet) or a hub data set id, read by `loader`.
     data_path: str | None = None
+    loader: str | None = Field(None, exclude_if=_unless(None))
+
+    @model_validator(mode="after")
+    def _files_need_a_loader(self) -> "SkillSpec":
+        if self.source == "files" and (not self.data_path or not self.loader):
+            raise ValueError(f"skill {self.name!r}: source 'files' needs data_path (a file or hub id) and loader "
+                             "(the data set's format, e.g. metamathqa or codealpaca)")
+        if self.source == "synthetic" and self.loader is not None:
+            raise ValueError(f"skill {self.name!r}: a loader reads files; set source: files")
+        return self
 
 
 class EvalSpec(_Frozen):

@@ -123,14 +123,17 @@ def packed_batches(token_ids: torch.Tensor, seq_len: int, batch_size: int, seed:
         yield {"input_ids": windows, "labels": windows.clone()}
 
 
-def encode_supervised(examples: Sequence[dict], tokenizer, max_length: int) -> list[tuple[list[int], int]]:
-    """(token ids, prompt length) per example: prompt and completion encoded apart, as at eval time."""
+def encode_supervised(examples: Sequence[dict], tokenizer, max_length: int,
+                      train_on_inputs: bool = False) -> list[tuple[list[int], int]]:
+    """(token ids, length of the masked prefix) per example: prompt and completion encoded apart,
+    as at eval time. The prompt is masked unless `train_on_inputs` (then the loss covers every token,
+    as alpaca-lora's `train_on_inputs=True`)."""
     encoded = []
     for example in examples:
         prompt = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
         completion = tokenizer(example["completion"], add_special_tokens=False)["input_ids"]
         ids = (prompt + completion + [tokenizer.eos_token_id])[:max_length]
-        encoded.append((ids, len(prompt)))
+        encoded.append((ids, 0 if train_on_inputs else len(prompt)))
     return encoded
 
 
@@ -169,7 +172,7 @@ def lora_config(recipe: LoraRecipe) -> LoraConfig:
         lora_alpha=recipe.alpha,
         use_rslora=recipe.use_rslora,
         target_modules=list(recipe.target_modules),
-        lora_dropout=0.0,
+        lora_dropout=recipe.dropout,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -183,15 +186,16 @@ def train_lora(
     seed: int,
     progress: Progress | None = None,
 ) -> PeftModel:
-    """Train one LoRA on supervised examples with the suite's recipe (experts and data mixing)."""
+    """Train one LoRA on supervised examples with the suite's recipe (experts and data mixing):
+    `recipe.steps` steps, or `recipe.epochs` passes over `examples` when the recipe counts epochs."""
     torch.manual_seed(seed)
     model = get_peft_model(base_model, lora_config(recipe))
     trainable = [p for p in model.parameters() if p.requires_grad]
     batches = supervised_batches(
-        encode_supervised(examples, tokenizer, recipe.max_length), recipe.batch_size,
+        encode_supervised(examples, tokenizer, recipe.max_length, recipe.train_on_inputs), recipe.batch_size,
         tokenizer.pad_token_id, seed,
     )
-    train_loop(model, trainable, batches, recipe.steps, recipe.lr, recipe.warmup_steps,
+    train_loop(model, trainable, batches, recipe.steps_for(len(examples)), recipe.lr, recipe.warmup_steps,
                recipe.weight_decay, progress, recipe.precision)
     return model
 
@@ -225,7 +229,10 @@ class Trainer:
 
     def train_lora(self, base_model: torch.nn.Module, examples: Sequence[dict], seed: int,
                    label: str, steps: int | None = None) -> PeftModel:
-        recipe = self.recipe if steps is None else self.recipe.model_copy(update={"steps": steps})
+        """`steps` overrides a recipe that counts steps; a recipe that counts epochs runs its epochs
+        over `examples` whatever the caller computed (data mixing: over the union of the skills)."""
+        recipe = self.recipe if steps is None or self.recipe.epochs is not None else \
+            self.recipe.model_copy(update={"steps": steps})
         return train_lora(base_model, examples, self.tokenizer, recipe, seed, self._progress(label))
 
     def fit(self, model: torch.nn.Module, parameters: Sequence[torch.nn.Parameter],
@@ -236,8 +243,10 @@ class Trainer:
         for p in parameters:
             p.requires_grad_(True)
         batches = supervised_batches(
-            encode_supervised(examples, self.tokenizer, self.recipe.max_length), batch_size,
-            self.tokenizer.pad_token_id, seed,
+            encode_supervised(examples, self.tokenizer, self.recipe.max_length, self.recipe.train_on_inputs),
+            batch_size, self.tokenizer.pad_token_id, seed,
         )
-        return train_loop(model, parameters, batches, steps, lr, warmup_steps=min(10, steps // 10),
+        warmup = self.recipe.fit_warmup_steps
+        warmup = min(10, steps // 10) if warmup is None else min(warmup, steps)
+        return train_loop(model, parameters, batches, steps, lr, warmup_steps=warmup,
                           progress=self._progress(label), precision=self.recipe.precision)

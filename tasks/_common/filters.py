@@ -12,7 +12,7 @@ import os
 from lm_eval.api.filter import Filter
 
 from benchmark.sandbox import SandboxLimits, SandboxResult, parse_number, run_programs
-from tasks._common.scoring import cut_at_stops
+from tasks._common.scoring import cut_at_stops, solution_program
 
 
 class CutAtStops(Filter):
@@ -27,6 +27,14 @@ class CutAtStops(Filter):
 
     def apply(self, resps, docs):
         return [[cut_at_stops(r, self.until) for r in doc_resps] for doc_resps in resps]
+
+
+class SolutionProgram(Filter):
+    """Turn each response's `solution()` function into a program that prints what it returns
+    (`scoring.solution_program`), for `ExecuteProgram` to run: GSM-Hard's PAL-style answers."""
+
+    def apply(self, resps, docs):
+        return [[solution_program(r) for r in doc_resps] for doc_resps in resps]
 
 
 class ExecuteProgram(Filter):

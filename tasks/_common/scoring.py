@@ -22,6 +22,21 @@ def cut_at_stops(text: str, stops: list[str] | tuple[str, ...]) -> str:
     return text[:cut]
 
 
+_FENCED = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
+
+
+def solution_program(response: str) -> str:
+    """A response that defines `solution()` (PAL style, in a ``` block or bare) as a program that
+    prints what it returns; "" (no program) for a blank response. The first block that defines
+    `solution` is taken, else the first block, else the whole response: a response without the
+    function then fails when run, as it should."""
+    blocks = _FENCED.findall(response)
+    code = next((b for b in blocks if "def solution" in b), blocks[0] if blocks else response)
+    if not code.strip():
+        return ""
+    return f"{code.rstrip()}\n\nprint(solution())\n"
+
+
 def last_number(text: str) -> float | None:
     """The last number in `text` ("... = 12. The answer is 12." -> 12.0), or None if there is none."""
     found = _NUMBER.findall(text)
