@@ -156,8 +156,8 @@ class EvalSpec(_Frozen):
     # GPU (`pip install soupbench[gpu]`; the merged model is saved to a folder vLLM loads). Same
     # tasks, prompts, stops and scoring either way; `vllm_args` go to lm-eval's VLLM (for example
     # tensor_parallel_size, gpu_memory_utilization).
-    backend: Literal["hf", "vllm"] = "hf"
-    vllm_args: dict[str, Any] = Field(default_factory=dict)
+    backend: Literal["hf", "vllm"] = Field("hf", exclude_if=_unless("hf"))
+    vllm_args: dict[str, Any] = Field(default_factory=dict, exclude_if=lambda value: not value)
 
 
 # Suite fields that choose what is run, not how a cell's result comes out: adding a seed, a task or
