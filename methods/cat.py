@@ -14,7 +14,6 @@ from torch import nn
 
 from benchmark.lora import Expert, LoraFactors, module_union
 from benchmark.method import Consumes, MergeContext, MergeMethod, MergeResult, MethodParams
-from benchmark.training import sample_examples
 from methods.cat_static import concatenate
 
 
@@ -73,6 +72,8 @@ class Cat(MergeMethod):
                               self.params.normalize)
             setattr(parent, child, layer.to(layer.base.weight.device))
             layers[module] = (layer, holders)
+
+        from benchmark.training import sample_examples  # imports peft: only when CAT trains
 
         sample = sample_examples(context.skill_data, self.params.sample_fraction, context.seed)
         logits = [layer.logits for layer, _ in layers.values()]

@@ -39,7 +39,6 @@ from benchmark.adapters import check_compatible, target_layer
 from benchmark.apply import apply_deltas
 from benchmark.lora import Expert, module_union
 from benchmark.method import Consumes, MergeContext, MergeMethod, MergeResult, MethodParams
-from benchmark.training import collate_supervised, encode_supervised
 from methods.task_arithmetic import TaskArithmetic
 
 _CHUNK = 8  # examples per forward pass
@@ -78,6 +77,8 @@ def completion_batches(examples: Sequence[dict], tokenizer, max_length: int) -> 
     is cut off entirely by `max_length` are left out.
     """
     pairs = [{"prompt": e["prompt"], "completion": e["target"]} for e in examples]
+    from benchmark.training import collate_supervised, encode_supervised  # imports peft: only when LoraHub runs
+
     encoded = [(ids, n) for ids, n in encode_supervised(pairs, tokenizer, max_length) if n < len(ids)]
     return [collate_supervised(encoded[start:start + _CHUNK], tokenizer.pad_token_id)
             for start in range(0, len(encoded), _CHUNK)]
