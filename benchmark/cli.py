@@ -225,6 +225,8 @@ def merge(
     ignore_declared_base: Annotated[bool, typer.Option("--ignore-declared-base", help="Accept adapters whose recorded base differs from --base.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
     method_file: Annotated[Optional[list[Path]], typer.Option(help="A .py file defining MergeMethod subclasses (repeatable).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Modules merged at once (default: torch's thread count).")] = None,
+    in_memory: Annotated[bool, typer.Option("--in-memory", help="Load the base and merge in memory instead of streaming it from its files.")] = False,
 ) -> None:
     """Merge LoRA adapters into a base model and write it (with tokenizer and card) to --out."""
     from benchmark.merge_tool import merge_to_folder, parse_param, parse_weights
@@ -237,7 +239,8 @@ def merge(
         params["weights"] = parse_weights(weights)
     card = merge_to_folder(base, adapter, method, out, params, seed=seed, as_adapter=as_adapter,
                            ignore_declared_base=ignore_declared_base, overwrite=overwrite,
-                           report=lambda message: console.print(message, highlight=False))
+                           report=lambda message: console.print(message, highlight=False),
+                           threads=threads, stream=not in_memory)
     kind = "a LoRA adapter" if card["output"] == "adapter" else "a model"
     rank = card["output_rank"] if card["output_rank"] is not None else "dense"
     console.print(f"merged {len(card['adapters'])} adapters with {card['method']} into {kind} at {out} "

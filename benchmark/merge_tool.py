@@ -29,9 +29,10 @@ from benchmark.apply import apply_deltas
 from benchmark.contract import check_merge_result
 from benchmark.errors import UserError
 from benchmark.hashing import files_fingerprint
-from benchmark.lora import Expert, LoraFactors
+from benchmark.lora import Expert, LoraFactors, module_union
 from benchmark.method import Consumes, MergeContext, MergeMethod, ModuleWiseMethod
-from benchmark.pretrained import could_be_hub_id, first_line, load_causal_lm
+from benchmark.pretrained import check_model_ref, could_be_hub_id, first_line, load_causal_lm
+from benchmark.streaming import DEFAULT_SHARD_BYTES, BaseCheckpoint, meta_model, stream_merge, streaming_obstacle
 
 CARD_JSON = "soupbench_merge.json"
 CARD_README = "README.md"
@@ -176,6 +177,13 @@ def _readme(card: dict[str, Any]) -> str:
     )
 
 
+def _meta_model(base: str) -> nn.Module:
+    try:
+        return meta_model(base)
+    except Exception as err:  # an architecture transformers lacks, a config it cannot read
+        raise UserError(f"--base {base}: cannot read it as a causal language model ({first_line(err)})") from err
+
+
 def prepare_method(method: str, params: Mapping[str, Any], names: list[str], as_adapter: bool) -> MergeMethod:
     """Create the method and refuse what `merge` cannot do, before anything is loaded."""
     instance = catalog.create_method(method, dict(params), names)
@@ -202,6 +210,9 @@ def merge_to_folder(
     ignore_declared_base: bool = False,
     overwrite: bool = False,
     report: Callable[[str], None] = lambda message: None,
+    threads: int | None = None,
+    stream: bool = True,
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
 ) -> dict[str, Any]:
     """Merge `adapters` into `base` with `method` and write the result to `out`; return the card.
 
@@ -209,6 +220,12 @@ def merge_to_folder(
     method's `weights` refer to. Raises `UserError` for anything that cannot be done as asked
     (`AdapterMismatchError` for adapters that do not fit the base, `MergeRefused`, an unreadable file,
     a method that fails on these adapters); in every case `out` is untouched.
+
+    A method that `streams` merges a local safetensors base tensor by tensor into output shards
+    of at most `max_shard_bytes` (benchmark.streaming), holding no copy of the model; any other
+    method, a base that cannot be streamed (the report says why) or `stream=False` loads the base
+    and merges in memory. The two write the same tensors, bit for bit. `--as-adapter` never loads
+    the base's weights. `threads` (default: torch's) is how many modules are merged at once.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
@@ -219,13 +236,28 @@ def merge_to_folder(
         raise MergeRefused("no adapters given (--adapter PATH, repeatable)")
     if len(set(names)) != len(names):
         raise MergeRefused(f"adapter names must differ, got {names}; name them with --adapter NAME=PATH")
+    if threads is not None and threads < 1:
+        raise MergeRefused(f"--threads must be at least 1, got {threads}")
     instance = prepare_method(method, params or {}, names, as_adapter)
 
     from transformers import AutoTokenizer
 
     experts = [_load_adapter(name, path) for name, path in pairs]  # small: read (and refused) first
-    report(f"loading base {base}")
-    model = load_causal_lm(base, "--base")
+    check_model_ref(base, "--base")
+    checkpoint, streaming = None, False
+    if as_adapter or (stream and type(instance).streams):
+        model = _meta_model(base)  # shapes and kinds only: the weights are read from the files
+        if not as_adapter:
+            checkpoint = BaseCheckpoint.find(base) if Path(base).is_dir() else None
+            obstacle = streaming_obstacle(checkpoint, model, module_union(experts))
+            streaming = obstacle is None
+            if not streaming:
+                report(f"cannot stream the base ({obstacle}); merging in memory")
+    if as_adapter or streaming:
+        report(f"reading base {base} tensor by tensor" if streaming else f"reading the shapes of base {base}")
+    else:
+        report(f"loading base {base}")
+        model = load_causal_lm(base, "--base")
     try:
         tokenizer = AutoTokenizer.from_pretrained(base)
     except Exception as err:  # a missing tokenizer must not cost the merge
@@ -238,8 +270,11 @@ def merge_to_folder(
 
     report(f"merging {len(experts)} adapters with {instance.display_name}")
     torch.manual_seed(seed)
-    context = MergeContext(seed=seed, skills=names, load_base=lambda: copy.deepcopy(model), tokenizer=tokenizer,
-                           report=report)
+    in_memory = model
+    context = MergeContext(seed=seed, skills=names, tokenizer=tokenizer, report=report,
+                           load_base=(lambda: load_causal_lm(base, "--base")) if as_adapter or streaming
+                           else (lambda: copy.deepcopy(in_memory)),
+                           threads=threads if threads is not None else torch.get_num_threads())
     try:
         result = check_merge_result(instance, instance.merge(experts, context), model)
     except (ValueError, torch.linalg.LinAlgError) as err:
@@ -261,6 +296,11 @@ def merge_to_folder(
             save_lora_as_peft(factors, model, staging, base_model_name_or_path=base_ref)
             stats = {"modules": len(factors), "lowrank_modules": len(factors), "dense_modules": 0,
                      "max_output_rank": max(f.rank for f in factors.values())}
+        elif streaming:
+            stats = stream_merge(checkpoint, result.items(), model, staging, max_shard_bytes)
+            for name in ("config.json", "generation_config.json"):
+                if (Path(base) / name).is_file():
+                    shutil.copyfile(Path(base) / name, staging / name)
         else:
             stats = apply_deltas(model, result)
             model.save_pretrained(staging)
@@ -283,6 +323,7 @@ def merge_to_folder(
                          for e, (_, path) in zip(experts, pairs)],
             "modules": {k: stats[k] for k in ("modules", "dense_modules", "lowrank_modules")},
             "info": _jsonable(result.info),
+            "streamed": streaming,
         }
         (staging / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
         (staging / CARD_README).write_text(_readme(card))

@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from benchmark.lora import Expert, LoraFactors, module_union
+from benchmark.threads import ordered_map
 
 # A merged module is either a dense delta (out x in) or, for methods that stay low-rank, factors.
 Delta = Union[torch.Tensor, LoraFactors]
@@ -62,6 +63,8 @@ class MergeContext:
     trainer: Any = None
     device: str = "cpu"
     report: Callable[[str], None] = lambda message: None
+    # Threads a module-wise merge may spread its modules over (benchmark.threads); 1 = none.
+    threads: int = 1
 
 
 @dataclass
@@ -88,6 +91,11 @@ class MergeMethod(abc.ABC):
     # True for a method whose merge trains (minutes): its result is kept by content and reused by
     # later runs with the same inputs, with the cost it had when computed (benchmark.merge_cache).
     cache_result: ClassVar[bool] = False
+    # True for a method whose merge looks at one module at a time and never at the base's weights
+    # (no `context.load_base`): `soupbench merge` then streams the base from its files to the
+    # output shard by shard (benchmark.streaming) instead of loading it. Methods that train keep
+    # the in-memory path; so does a plugin unless it says otherwise.
+    streams: ClassVar[bool] = False
 
     def __init__(self, params: MethodParams | None = None, **overrides: Any) -> None:
         if params is None:
@@ -111,6 +119,12 @@ class MergeMethod(abc.ABC):
 class ModuleWiseMethod(MergeMethod):
     """A dense method: the same pure function applied module by module to the experts' dW_i."""
 
+    streams = True
+    # True when merge_module draws from the generator (DARE, and any plugin unless it says not):
+    # with several threads those calls run one at a time in module order, so the draws, and the
+    # result, are the same for any number of threads.
+    draws_at_random: ClassVar[bool] = True
+
     @abc.abstractmethod
     def merge_module(self, deltas: list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         """Combine the experts' dense deltas of one module (a missing module counts as zeros)."""
@@ -118,14 +132,11 @@ class ModuleWiseMethod(MergeMethod):
     def merge(self, experts: list[Expert], context: MergeContext) -> MergeResult:
         generator = torch.Generator().manual_seed(context.seed)
 
-        def walk() -> Iterator[tuple[str, Delta]]:
-            for module in module_union(experts):
-                present = [e.modules[module] for e in experts if module in e.modules]
-                shape = present[0].shape
-                deltas = [
-                    e.modules[module].delta() if module in e.modules else torch.zeros(shape)
-                    for e in experts
-                ]
-                yield module, self.merge_module(deltas, generator)
+        def dense_deltas(module: str) -> list[torch.Tensor]:
+            present = [e.modules[module] for e in experts if module in e.modules]
+            shape = present[0].shape
+            return [e.modules[module].delta() if module in e.modules else torch.zeros(shape) for e in experts]
 
-        return MergeResult(deltas=walk())
+        merged = ordered_map(dense_deltas, lambda deltas: self.merge_module(deltas, generator),
+                             module_union(experts), context.threads, finish_in_order=self.draws_at_random)
+        return MergeResult(deltas=merged)

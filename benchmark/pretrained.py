@@ -34,11 +34,9 @@ def first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
-def load_causal_lm(ref: str, what: str, revision: str | None = None, dtype: object = "auto") -> nn.Module:
-    """`AutoModelForCausalLM.from_pretrained(ref)` in eval mode, or one line saying why not; `what`
-    names the model's role in the message (`--base`, `suite base`)."""
-    from transformers import AutoModelForCausalLM
-
+def check_model_ref(ref: str, what: str) -> None:
+    """Refuse a local model folder that cannot be one (a file, no config.json, a truncated
+    safetensors file) or a path that does not exist and is no hub id; reads headers only."""
     folder = Path(ref)
     if folder.exists():
         if not folder.is_dir():
@@ -49,6 +47,14 @@ def load_causal_lm(ref: str, what: str, revision: str | None = None, dtype: obje
             check_safetensors(weights, f"{what} weights file")
     elif not could_be_hub_id(ref):
         raise UserError(f"{what} {ref} does not exist (give a model folder or a hub id)")
+
+
+def load_causal_lm(ref: str, what: str, revision: str | None = None, dtype: object = "auto") -> nn.Module:
+    """`AutoModelForCausalLM.from_pretrained(ref)` in eval mode, or one line saying why not; `what`
+    names the model's role in the message (`--base`, `suite base`)."""
+    from transformers import AutoModelForCausalLM
+
+    check_model_ref(ref, what)
     try:
         return AutoModelForCausalLM.from_pretrained(ref, revision=revision, dtype=dtype).eval()
     except Exception as err:  # a hub id not cached offline, an architecture transformers lacks, ...

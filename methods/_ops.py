@@ -40,17 +40,89 @@ def _check_density(density: float, low_inclusive: bool) -> None:
 def magnitude_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
     """Keep the int(density * numel) entries of largest |value|, zero the rest (TIES's "trim").
 
-    Exactly peft's `prune(delta, density, "magnitude")`: the count is floored, ties at the boundary
-    go the way `torch.topk` breaks them, and density 1 returns the input itself. Unlike peft,
-    a density above 1 is an error rather than a warning (it is always a configuration mistake).
+    Exactly peft's `prune(delta, density, "magnitude")`, bit for bit: the count is floored, ties at
+    the boundary go the way `torch.topk` breaks them, and density 1 returns the input itself. The
+    kept set is found by a selection that never sorts (`top_magnitude_mask`), ~8x cheaper than
+    the sorted topk peft uses. Unlike peft, a density above 1 is an error rather than a warning
+    (it is always a configuration mistake).
     """
     _check_density(density, low_inclusive=True)
     if density >= 1.0:
         return delta
-    mask = torch.zeros_like(delta).reshape(-1)
-    k = int(density * delta.numel())
-    mask[torch.topk(delta.abs().reshape(-1), k=k, largest=True).indices] = 1
-    return delta * mask.reshape(delta.shape)
+    keep = top_magnitude_mask(delta, int(density * delta.numel()))
+    return delta * keep.to(delta.dtype)  # a 0/1 factor: the bits of peft's delta * mask, signed zeros included
+
+
+def top_magnitude_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask (values' shape) that `values * mask` equals `values * topk(|values|, k)-mask` on.
+
+    The k-th largest magnitude is found by a radix selection on the bit patterns of |values|
+    (for non-negative IEEE floats, integer order of the bits is numeric order): a 2^15-bin count
+    of the high 16 bits, then a 2^16-bin count of the low bits inside the one bin that holds the
+    cut-off. That is a few linear passes, where `torch.topk` (sorted, as peft calls it) sorts three
+    quarters of the module. Entries above the cut-off are kept. Entries equal to it are resolved so
+    that the product is topk's: all kept when all fit; any choice when the cut-off is 0 (a kept
+    or dropped zero multiplies to the same signed zero); otherwise, and only then, topk's own
+    choice is taken from an unsorted topk (the same std::nth_element, hence the same set, as the
+    sorted one, at a quarter of its cost). Random float32 deltas hit that case in a few percent of
+    modules; integer-like or bfloat16 data far more often. Dtypes other than float32, float16 and
+    bfloat16 use the unsorted topk directly.
+    """
+    flat = values.abs().reshape(-1)
+    numel = flat.numel()
+    if k <= 0 or k >= numel:
+        return torch.full(values.shape, k > 0, dtype=torch.bool, device=values.device)
+    if flat.dtype == torch.float32:
+        bits = flat.view(torch.int32)
+        threshold, kept_ties, ties = _radix_select(bits, k, high_shift=16)
+    elif flat.dtype in (torch.float16, torch.bfloat16):
+        bits = flat.view(torch.int16)
+        threshold, kept_ties, ties = _radix_select(bits, k, high_shift=0)
+    else:
+        return _topk_mask(flat, k).reshape(values.shape)
+    if kept_ties == ties:
+        keep = bits >= threshold
+    elif threshold == 0:
+        keep = bits > 0
+    else:
+        return _topk_mask(flat, k).reshape(values.shape)
+    return keep.reshape(values.shape)
+
+
+def _topk_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
+    keep = torch.zeros(magnitudes.shape, dtype=torch.bool, device=magnitudes.device)
+    keep[torch.topk(magnitudes, k=k, largest=True, sorted=False).indices] = True
+    return keep
+
+
+def _suffix_counts(counts: torch.Tensor) -> torch.Tensor:
+    """suffix[b] = number of entries in bins >= b."""
+    return counts.flip(0).cumsum(0).flip(0)
+
+
+def _last_bin_reaching(suffix: torch.Tensor, k: int) -> int:
+    """The largest bin b whose suffix count is still >= k: the bin that holds the k-th largest."""
+    return int((suffix >= k).nonzero()[-1])
+
+
+def _radix_select(bits: torch.Tensor, k: int, high_shift: int) -> tuple[int, int, int]:
+    """(bit pattern of the k-th largest, how many entries equal to it the top k holds, how many
+    there are), for non-negative int bit patterns; `high_shift` 16 counts high then low halves of
+    32-bit patterns, 0 counts 16-bit patterns in one pass. 0 < k < numel."""
+    if high_shift:
+        high = bits >> high_shift
+        suffix = _suffix_counts(torch.bincount(high, minlength=1 << (31 - high_shift)))
+        bucket = _last_bin_reaching(suffix, k)
+        above = int(suffix[bucket + 1]) if bucket + 1 < suffix.numel() else 0
+        low = bits[high == bucket] & ((1 << high_shift) - 1)
+        k_low, base = k - above, bucket << high_shift
+    else:
+        low, k_low, base = bits, k, 0
+    counts = torch.bincount(low, minlength=1 << (16 if high_shift else 15))
+    suffix = _suffix_counts(counts)
+    value = _last_bin_reaching(suffix, k_low)
+    above = int(suffix[value + 1]) if value + 1 < suffix.numel() else 0
+    return base | value, k_low - above, int(counts[value])
 
 
 def random_drop(delta: torch.Tensor, density: float, generator: torch.Generator,

@@ -62,6 +62,7 @@ class SparsifiedMerge(TaskArithmetic):  # task arithmetic on sparsified deltas: 
     sparsifier: ClassVar[Sparsifier]
     sign_consensus: ClassVar[bool]
     Params = SparseParams
+    draws_at_random = True  # DARE's drop does; the trimming subclasses say they do not
 
     def merge_module(self, deltas: list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         weights = self.params.weights if self.params.weights is not None else [1.0] * len(deltas)

@@ -14,6 +14,7 @@ class Base(MergeMethod):
     paper = ""
     family = "baseline"
     consumes = Consumes.NOTHING
+    streams = True
 
     def merge(self, experts: list[Expert], context: MergeContext) -> MergeResult:
         return MergeResult(deltas={}, output_rank=0)

@@ -33,6 +33,7 @@ class CatStatic(MergeMethod):
     paper = "https://arxiv.org/abs/2410.13025"
     family = "concatenation"
     consumes = Consumes.NOTHING
+    streams = True
 
     def merge(self, experts: list[Expert], context: MergeContext) -> MergeResult:
         weights = resolve_weights(self.params.weights, experts, self.name)

@@ -26,3 +26,4 @@ class MagnitudePrune(SparsifiedMerge):
     paper = "https://arxiv.org/abs/2306.01708"
     family = "sparsified"
     consumes = Consumes.NOTHING
+    draws_at_random = False  # trimming is deterministic

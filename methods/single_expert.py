@@ -26,6 +26,7 @@ class SingleExpert(MergeMethod):
     paper = "https://arxiv.org/abs/2106.09685"  # LoRA, Hu et al. 2021
     family = "baseline"
     consumes = Consumes.NOTHING
+    streams = True
 
     @property
     def display_name(self) -> str:

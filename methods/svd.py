@@ -43,6 +43,7 @@ class Svd(MergeMethod):
     paper = "https://arxiv.org/abs/2410.13025"
     family = "low-rank"
     consumes = Consumes.NOTHING
+    streams = True
 
     def module_rank(self, factors: list[LoraFactors]) -> int:
         """The rank this module is truncated to (known before any SVD, from the factor shapes)."""

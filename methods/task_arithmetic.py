@@ -24,6 +24,7 @@ class TaskArithmetic(ModuleWiseMethod):
     paper = "https://arxiv.org/abs/2212.04089"
     family = "linear"
     consumes = Consumes.NOTHING
+    draws_at_random = False
 
     def merge(self, experts: list[Expert], context: MergeContext) -> MergeResult:
         weights = resolve_weights(self.params.weights, experts, self.name)  # fail before any module

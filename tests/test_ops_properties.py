@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from peft.utils import merge_utils
 
-from methods._ops import (disjoint_mean, elect_sign, low_rank_svd, magnitude_trim, random_drop, sign_consensus,
-                          weighted_sum)
+from methods._ops import (_radix_select, disjoint_mean, elect_sign, low_rank_svd, magnitude_trim, random_drop,
+                          sign_consensus, top_magnitude_mask, weighted_sum)
 
 props = settings(max_examples=60, deadline=None, derandomize=True)  # this file's budget, not global
 
@@ -67,6 +67,72 @@ def test_trim_keeps_the_largest_and_equals_peft(delta, density):
 def test_trim_equals_peft_with_ties_in_magnitude(stacked, density):
     for delta in stacked:  # many equal magnitudes: topk's tie-breaking must be peft's
         assert torch.equal(magnitude_trim(delta, density), peft_prune(delta, density))
+
+
+def sorted_topk_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """magnitude_trim as it was before the selection: a float mask from the sorted topk (peft's code)."""
+    if density >= 1.0:
+        return delta
+    mask = torch.zeros_like(delta).reshape(-1)
+    mask[torch.topk(delta.abs().reshape(-1), k=int(density * delta.numel()), largest=True).indices] = 1
+    return delta * mask.reshape(delta.shape)
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal dtype, shape and bytes: signed zeros count (torch.equal would call -0.0 and 0.0 equal)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+
+
+def _selection_cases() -> list[tuple[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(7)
+    cases = []
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        name = str(dtype).removeprefix("torch.")
+        cases += [
+            (f"{name}-random", torch.randn(97, 131, generator=g).to(dtype)),
+            (f"{name}-small-ints", torch.randint(-3, 4, (64, 65), generator=g).to(dtype)),  # ties everywhere
+            (f"{name}-zeros", torch.zeros(9, 11, dtype=dtype)),
+            (f"{name}-negative-zeros", -torch.zeros(7, 3, dtype=dtype)),
+            (f"{name}-sparse", torch.randn(40, 50, generator=g).mul(torch.rand(40, 50, generator=g) < 0.2).to(dtype)),
+            (f"{name}-odd-1d", torch.randint(-2, 3, (4999,), generator=g).to(dtype)),
+            (f"{name}-one", torch.tensor([[-1.5]], dtype=dtype)),
+        ]
+    # Magnitudes that differ only in their low 16 bits: the radix's second pass decides alone.
+    close = torch.full((5000,), 1.0).view(torch.int32) + torch.randint(0, 1 << 16, (5000,), generator=g, dtype=torch.int32)
+    cases.append(("float32-same-high-bits", close.view(torch.float32) * torch.where(torch.rand(5000, generator=g) < 0.5, -1.0, 1.0)))
+    transposed = torch.randn(30, 20, generator=g).T  # non-contiguous: flattened in row-major order like topk's input
+    cases.append(("float32-transposed", transposed))
+    return cases
+
+
+@pytest.mark.parametrize("name,delta", _selection_cases(), ids=[n for n, _ in _selection_cases()])
+def test_trim_by_selection_is_the_sorted_topk_bit_for_bit(name, delta):
+    for density in (0.0, 1e-4, 0.01, 0.2, 0.5, 0.75, 0.9, 0.9999, 1.0):
+        assert same_bits(magnitude_trim(delta, density), sorted_topk_trim(delta, density)), (name, density)
+
+
+def test_mask_for_k_zero_and_k_all():
+    delta = torch.randn(5, 6)
+    assert not top_magnitude_mask(delta, 0).any()
+    assert top_magnitude_mask(delta, 30).all()
+    assert top_magnitude_mask(delta, 30).shape == (5, 6)
+
+
+@pytest.mark.parametrize("dtype,shift", [(torch.float32, 16), (torch.bfloat16, 0), (torch.float16, 0)])
+def test_radix_select_finds_the_kth_largest_and_its_ties(dtype, shift):
+    g = torch.Generator().manual_seed(3)
+    for values in (torch.randn(20001, generator=g), torch.randint(0, 9, (3001,), generator=g).float()):
+        magnitudes = values.abs().to(dtype)
+        bits = magnitudes.view(torch.int32 if dtype == torch.float32 else torch.int16)
+        ordered = magnitudes.float().sort(descending=True).values
+        for k in (1, 2, 17, magnitudes.numel() // 2, magnitudes.numel() - 1):
+            threshold, kept_ties, ties = _radix_select(bits, k, high_shift=shift)
+            kth = ordered[k - 1]
+            assert threshold == int(bits[magnitudes.float() == kth][0])
+            assert ties == int((magnitudes.float() == kth).sum())
+            assert kept_ties == k - int((magnitudes.float() > kth).sum())
 
 
 @props
