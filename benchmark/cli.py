@@ -111,9 +111,9 @@ def run(
     """Run the grid (methods x tasks x seeds), skipping stored cells, then print the results table."""
     from benchmark.storage import check_writable, open_store, resolve_db_url
 
-    use_task_dirs(task_dir)
     url = resolve_db_url(db)
     check_writable(url)  # first: a database that cannot take the results is refused before any work
+    use_task_dirs(task_dir)
     from benchmark.hub_access import allow_downloads
     from benchmark.suite import load_suite
 
