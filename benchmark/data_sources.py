@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmark import cache
 from benchmark.errors import UserError
-from benchmark.pretrained import first_line
+from benchmark.errors import first_line
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 

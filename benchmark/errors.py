@@ -11,3 +11,9 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """Bad input, described in full by its message (which file, which key, what was expected)."""
+
+
+def first_line(err: BaseException) -> str:
+    """`Type: first line of the message`: libraries' messages run to paragraphs."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__

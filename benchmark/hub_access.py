@@ -95,7 +95,7 @@ def _hub_problem(item: Needed) -> tuple[str | None, bool]:
     the network itself (then asking again about the next id would only wait again)."""
     from huggingface_hub import HfApi
 
-    from benchmark.pretrained import first_line
+    from benchmark.errors import first_line
 
     api = HfApi()
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
-from benchmark.errors import UserError
+from benchmark.errors import UserError, first_line
 from benchmark.tensor_files import check_safetensors
 
 
@@ -26,12 +26,6 @@ def could_be_hub_id(ref: str) -> bool:
     except HFValidationError:
         return False
     return not ref.startswith((".", "~"))
-
-
-def first_line(err: BaseException) -> str:
-    """`Type: first line of the message`: libraries' messages run to paragraphs."""
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def check_model_ref(ref: str, what: str) -> None:
