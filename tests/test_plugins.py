@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 from typer.testing import CliRunner
 
@@ -20,6 +21,7 @@ from benchmark.method import MergeContext, MergeResult
 from benchmark.registry import Registry
 from methods.cat_static import CatStatic
 from methods.task_arithmetic import TaskArithmetic
+from tests.conftest import TINY_SUITE
 from tests.lora_fixtures import bare_experts, tiny_llama
 
 runner = CliRunner()
@@ -169,8 +171,10 @@ def test_method_file_joins_the_default_grid(tmp_path, global_registry):
     assert catalog.create_method("file_halve", {}, []).name == "file_halve"
     bad = tmp_path / "bad_method.py"
     bad.write_text("def broken(:\n")
-    # A suite that does not exist: should the file be skipped, this fails fast instead of running a grid.
-    result = runner.invoke(app, ["run", "--method-file", str(bad), "--suite", str(tmp_path / "none.yaml"),
+    # A method no file defines: should the file be skipped, the run fails fast on that name instead.
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(TINY_SUITE))
+    result = runner.invoke(app, ["run", "--method-file", str(bad), "--suite", str(suite), "--method", "nowhere",
                                  "--db", str(tmp_path / "x.db")])
     assert result.exit_code == 2 and "bad_method.py" in result.output and "SyntaxError" in result.output
 
