@@ -35,7 +35,8 @@ from benchmark.errors import UserError
 from benchmark.evaluation import evaluate_model
 from benchmark.plan import Cell
 from benchmark.pool import Pool, Reporter
-from benchmark.runner import GridSummary, _claim, _failed_record, check_stored_base, prepare_plan, run_cell, store_cell
+from benchmark.runner import (GridSummary, check_stored_base, claim_cell, failed_record, prepare_plan, run_cell,
+                              store_cell)
 from benchmark.storage import RunRecord, Store, collect_provenance
 from benchmark.suite import Suite
 from benchmark.taskinfo import TASKS
@@ -140,7 +141,7 @@ def run_grid_ray(
         with ClaimBook(store) as claims:
             in_flight: dict[Any, Cell] = {}
             for cell in plan.cells:
-                held = _claim(claims, suite, cell, summary, reporter)
+                held = claim_cell(claims, suite, cell, summary, reporter)
                 if not held:
                     continue
                 cell = cell.with_tasks(held)
@@ -181,7 +182,7 @@ def _records_of(ray, ref, suite: Suite, cell: Cell) -> list[RunRecord]:
         return ray.get(ref)
     except ray.exceptions.RayError as err:
         message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-        return [_failed_record(suite, cell, task, f"the Ray task failed twice ({message})", str(err),
+        return [failed_record(suite, cell, task, f"the Ray task failed twice ({message})", str(err),
                                collect_provenance()) for task in cell.tasks]
 
 

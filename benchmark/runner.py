@@ -41,7 +41,7 @@ from benchmark.taskinfo import TASKS, get_skill
 from benchmark.training import Trainer
 
 __all__ = ["GridSummary", "Reporter", "Pool", "Cell", "run_grid", "run_cell", "prepare_plan", "check_names",
-           "expert_group", "task_data_dir", "rerun_spec", "store_cell"]
+           "expert_group", "task_data_dir", "rerun_spec", "store_cell", "claim_cell", "failed_record"]
 
 
 DEV_EXAMPLES = 32  # target examples offered to methods that consume them (they record how many they use)
@@ -188,7 +188,7 @@ def run_grid(
         grid_bar(0, len(plan.cells), float("nan"))
     with ClaimBook(store) as claims:
         for done, cell in enumerate(plan.cells, start=1):
-            held = _claim(claims, suite, cell, summary, reporter)
+            held = claim_cell(claims, suite, cell, summary, reporter)
             if held:
                 cell = cell.with_tasks(held)
                 merged = "" if len(cell.experts) == len(suite.skill_names) else f" the {' + '.join(cell.experts)} experts"
@@ -255,7 +255,7 @@ def rerun_spec(spec: RunSpec, store: Store, reporter: Reporter | None = None,
                     reporter=reporter, evaluator=evaluator, eval_seed=eval_seed)
 
 
-def _claim(claims: ClaimBook, suite: Suite, cell: Cell, summary: GridSummary, reporter: Reporter) -> list[str]:
+def claim_cell(claims: ClaimBook, suite: Suite, cell: Cell, summary: GridSummary, reporter: Reporter) -> list[str]:
     """The tasks of `cell` this runner computes: those that no other runner sharing the database
     has stored since the plan was made, nor is computing now (see `benchmark.claims`)."""
     outcome = claims.claim(suite.name, cell.label, cell.params_key, cell.seed, list(cell.tasks))
@@ -312,7 +312,7 @@ def run_cell(cell: Cell, pool: Pool, evaluator: Callable[..., dict] = evaluate_m
         return _compute(cell, pool, experts, evaluator)
     except Exception as err:  # a broken method must not stop the grid
         message = f"{type(err).__name__}: {err}"
-        return [_failed_record(pool.suite, cell, task, message, traceback.format_exc(), pool.provenance)
+        return [failed_record(pool.suite, cell, task, message, traceback.format_exc(), pool.provenance)
                 for task in cell.tasks]
 
 
@@ -396,7 +396,8 @@ def _cached_merge(pool: Pool, experts, method: MergeMethod, context: MergeContex
     return merge_cache.save(folder, result, cost), {**cost, "key": key, "reused": False}
 
 
-def _failed_record(suite: Suite, cell: Cell, task: str, message: str, trace: str, provenance: dict) -> RunRecord:
+def failed_record(suite: Suite, cell: Cell, task: str, message: str, trace: str, provenance: dict) -> RunRecord:
+    """The record of a cell's task whose computation failed: stored as failed, computed again by the next run."""
     return RunRecord(
         suite=suite.name, method=cell.label, method_params=cell.params, task=task, seed=cell.seed,
         scores=[], samples=[], merge_seconds=0.0, eval_seconds=0.0, peak_memory_mb=0.0, output_rank=None,
