@@ -14,11 +14,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
 
 from benchmark.suite import LoraRecipe, Precision
+
+if TYPE_CHECKING:  # peft (and transformers under it) costs seconds to import; only training needs it
+    from peft import LoraConfig, PeftModel
 
 Progress = Callable[[int, int, float], None]  # (step, total, loss)
 
@@ -167,6 +170,8 @@ def collate_supervised(chosen: Sequence[tuple[list[int], int]], pad_id: int) -> 
 
 
 def lora_config(recipe: LoraRecipe) -> LoraConfig:
+    from peft import LoraConfig
+
     return LoraConfig(
         r=recipe.rank,
         lora_alpha=recipe.alpha,
@@ -188,6 +193,8 @@ def train_lora(
 ) -> PeftModel:
     """Train one LoRA on supervised examples with the suite's recipe (experts and data mixing):
     `recipe.steps` steps, or `recipe.epochs` passes over `examples` when the recipe counts epochs."""
+    from peft import get_peft_model
+
     torch.manual_seed(seed)
     model = get_peft_model(base_model, lora_config(recipe))
     trainable = [p for p in model.parameters() if p.requires_grad]

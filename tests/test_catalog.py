@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -112,3 +114,22 @@ def test_entry_point_plugins_register(tmp_path, monkeypatch):
     monkeypatch.setattr(catalog.importlib.metadata, "entry_points", lambda group: [broken])
     with pytest.raises(RuntimeError, match="'broken'"):
         build_registry()
+
+
+def test_discovering_every_builtin_method_does_not_import_peft():
+    """`soupbench merge` builds the registry before any work: importing PEFT (and its share of
+    transformers) there cost 6 to 9 s of start-up while only the methods that train need it. The
+    training methods must still train: their module imports PEFT when a LoRA is made."""
+    code = (
+        "import sys\n"
+        "from benchmark.catalog import registry\n"
+        "names = registry().names()\n"
+        "assert {'cat', 'data_mix', 'lorahub', 'ties'} <= set(names), names\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'peft'))\n"
+        "from benchmark.training import lora_config\n"
+        "from benchmark.suite import LoraRecipe\n"
+        "print(type(lora_config(LoraRecipe())).__module__.split('.')[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["[]", "peft"]
