@@ -47,16 +47,21 @@ def dense_delta(delta: Delta, device: torch.device | str, conv1d: bool) -> torch
     """The delta as a float32 tensor in the weight's layout ((in, out) for Conv1D), on `device`."""
     if isinstance(delta, LoraFactors):  # densify on the weight's device, in float32
         A, B = (f.to(device, torch.float32) for f in (delta.A, delta.B))
-        dense = delta.scale * (B @ A)
+        dense = (B @ A).mul_(delta.scale)  # = scale * (B @ A) bit for bit, without a second copy
     else:
         dense = delta.to(device=device, dtype=torch.float32)
     return dense.T if conv1d else dense
 
 
-def merged_weight(weight: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+def merged_weight(weight: torch.Tensor, dense: torch.Tensor, in_place: bool = False) -> torch.Tensor:
     """weight + dense formed in float32 and rounded once into the weight's dtype (adding a delta
     already rounded to bf16 would round twice). The in-memory and the streamed merge both write
-    exactly this, so their outputs agree bit for bit."""
+    exactly this, so their outputs agree bit for bit.
+
+    `in_place` lets a float32 weight hold the sum (returned): the same bits, without allocating a
+    model-sized tensor per module, whose page faults cost more than the addition itself."""
+    if in_place and weight.dtype == torch.float32:
+        return weight.add_(dense)
     return (weight.float() + dense).to(weight.dtype)
 
 
@@ -115,7 +120,9 @@ def apply_deltas(
             check_delta(module, layer, delta)
             weight = layer.weight
             dense = dense_delta(delta, weight.device, isinstance(layer, Conv1D))
-            weight.copy_(merged_weight(weight, dense))
+            merged = merged_weight(weight, dense, in_place=True)
+            if merged is not weight:
+                weight.copy_(merged)
             stats.record(module, delta, dense)
             del dense
     return stats.as_dict()

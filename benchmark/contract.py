@@ -21,6 +21,7 @@ from transformers.pytorch_utils import Conv1D
 
 from benchmark.adapters import dense_shape, target_layer
 from benchmark.errors import UserError
+from benchmark.tensor_files import all_finite
 from benchmark.lora import Expert, LoraFactors
 from benchmark.method import Delta, MergeMethod, MergeResult
 
@@ -85,7 +86,7 @@ def _problem(module: Any, delta: Any, expected: tuple[int, int] | None) -> str |
     for label, tensor in tensors.items():
         if not tensor.is_floating_point():
             return f"returned a {tensor.dtype} {label} at module {module!r}; deltas must be floating point"
-        if not bool(torch.isfinite(tensor).all()):
+        if not all_finite(tensor):
             kind = "NaN" if bool(torch.isnan(tensor).any()) else "inf"
             where = "" if label == "delta" else f" (in {label})"
             return f"returned a delta with {kind} values at module {module!r}{where}"

@@ -46,7 +46,7 @@ class LoraFactors:
     def delta(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The dense task vector scale * B @ A (computed in float32 unless told otherwise)."""
         dtype = dtype or torch.float32
-        return self.scale * (self.B.to(dtype) @ self.A.to(dtype))
+        return (self.B.to(dtype) @ self.A.to(dtype)).mul_(self.scale)  # = scale * (B @ A), one tensor
 
 
 @dataclass

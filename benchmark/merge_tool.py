@@ -14,6 +14,7 @@ import copy
 import json
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -113,8 +114,40 @@ def base_fingerprint(base: str, model: nn.Module) -> str:
     if not folder.is_dir():
         commit = getattr(getattr(model, "config", None), "_commit_hash", None)
         return f"{base}@{commit or 'unknown'}"
-    return files_fingerprint(p for p in folder.iterdir()
-                             if p.is_file() and (p.name == "config.json" or p.name.endswith(_WEIGHT_SUFFIXES)))
+    return files_fingerprint(_fingerprinted_files(folder))
+
+
+def _fingerprinted_files(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir()
+            if p.is_file() and (p.name == "config.json" or p.name.endswith(_WEIGHT_SUFFIXES))]
+
+
+class _BackgroundFingerprint:
+    """A local base's fingerprint computed on a thread of its own while the merge is prepared.
+
+    The hash is one sequential read of the base, which on a cold page cache is most of a streamed
+    merge's reading: started before the architecture's import and the merge, it overlaps them, and
+    it leaves the base in the page cache for the merge's reads. hashlib and file reads release the
+    GIL. The thread is a daemon: a merge refused meanwhile does not wait for it to finish.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._result: list[str | BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(_fingerprinted_files(folder),), daemon=True)
+        self._thread.start()
+
+    def _run(self, files: list[Path]) -> None:
+        try:
+            self._result.append(files_fingerprint(files))
+        except BaseException as err:  # said where the value is needed, not lost on a thread
+            self._result.append(err)
+
+    def value(self) -> str:
+        self._thread.join()
+        result = self._result[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
 
 def _load_adapter(name: str, ref: str) -> Expert:
@@ -244,6 +277,7 @@ def merge_to_folder(
 
     experts = [_load_adapter(name, path) for name, path in pairs]  # small: read (and refused) first
     check_model_ref(base, "--base")
+    background_print = _BackgroundFingerprint(Path(base)) if Path(base).is_dir() else None
     checkpoint, streaming = None, False
     if as_adapter or (stream and type(instance).streams):
         model = _meta_model(base)  # shapes and kinds only: the weights are read from the files
@@ -279,7 +313,6 @@ def merge_to_folder(
         result = check_merge_result(instance, instance.merge(experts, context), model)
     except (ValueError, torch.linalg.LinAlgError) as err:
         raise method_failed(instance, err) from err
-    base_print = base_fingerprint(base, model)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -306,6 +339,7 @@ def merge_to_folder(
             model.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
+        base_print = background_print.value() if background_print else base_fingerprint(base, model)
         card = {
             "soupbench_version": _package_version(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

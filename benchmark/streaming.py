@@ -1,11 +1,12 @@
 """A merge streamed from safetensors files to safetensors shards, with no copy of the model in memory.
 
 `soupbench merge` on a 7B model needs a second 14-28 GB copy of the base when it loads the model,
-merges in place and saves. Here the base is read lazily, one tensor at a time (safetensors'
-`safe_open`, as mergekit reads its inputs), each merged module is written into the current output
-shard, and a shard is flushed to disk as soon as it is full: memory holds one shard being filled
-plus the modules in flight, never the model. Tensors no delta touches are copied through as they
-are. The output is the hub's layout (`model.safetensors`, or `model-0000i-of-0000N.safetensors`
+merges in place and saves. Here the base is read one tensor at a time, each into memory of its
+own (`benchmark.safetensors_io`: plain reads, not the library's memory map, whose touched pages
+would all count in the resident set), the output shards are laid out from the base's header
+before the merge starts, and each merged module is written at its place in its shard as soon as
+it is ready: memory holds the modules in flight, never a shard and never the model. Tensors no
+delta touches are copied through byte for byte. The output is the hub's layout (`model.safetensors`, or `model-0000i-of-0000N.safetensors`
 with `model.safetensors.index.json`), and its tensors are bit for bit those the in-memory path
 (`benchmark.apply.apply_deltas` then `save_pretrained`) writes: both use `merged_weight`.
 
@@ -16,23 +17,27 @@ model built on the meta device from the base's config, which costs no memory for
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from benchmark.adapters import target_layer
 from benchmark.apply import DeltaStats, check_delta, dense_delta, merged_weight
 from benchmark.method import Delta
+from benchmark.safetensors_io import Entry, PlannedShardWriter, TensorReader
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 DEFAULT_SHARD_BYTES = 2 * 2**30  # small enough to stay far below the model, large enough to be few files
+_WRITES_IN_FLIGHT = 2  # merged tensors waiting for the writer thread: memory of two modules at most
 
 
 class BaseCheckpoint:
@@ -41,7 +46,7 @@ class BaseCheckpoint:
     def __init__(self, folder: Path, files: dict[str, Path]) -> None:
         self.folder = folder
         self._file_of = files  # tensor name -> file, in the checkpoint's order
-        self._handles: dict[Path, Any] = {}
+        self._readers: dict[Path, TensorReader] = {}
 
     @classmethod
     def find(cls, folder: str | Path) -> "BaseCheckpoint | None":
@@ -58,20 +63,31 @@ class BaseCheckpoint:
     def names(self) -> list[str]:
         return list(self._file_of)
 
-    def _handle(self, name: str) -> Any:
+    def _reader(self, name: str) -> TensorReader:
         file = self._file_of[name]
-        if file not in self._handles:
-            self._handles[file] = safe_open(str(file), framework="pt")
-        return self._handles[file]
+        if file not in self._readers:
+            with safe_open(str(file), framework="pt"):  # the library's own check of the header first
+                pass
+            self._readers[file] = TensorReader(file)
+        return self._readers[file]
+
+    def entry(self, name: str) -> Entry:
+        return self._reader(name).entries[name]
 
     def dtype_of(self, name: str) -> str:
-        return self._handle(name).get_slice(name).get_dtype()
+        return self.entry(name).dtype
 
     def tensor(self, name: str) -> torch.Tensor:
-        return self._handle(name).get_tensor(name)
+        """A fresh tensor of its own (read, not mapped): the caller may overwrite it."""
+        return self._reader(name).tensor(name)
+
+    def raw(self, name: str) -> bytes:
+        return self._reader(name).raw(name)
 
     def close(self) -> None:
-        self._handles.clear()
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
 
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
@@ -107,49 +123,44 @@ def streaming_obstacle(checkpoint: BaseCheckpoint | None, model: nn.Module, modu
 
 
 class ShardWriter:
-    """Collects tensors and writes a safetensors shard whenever `max_bytes` is reached.
+    """The output shards of a streamed merge: planned from the base's tensors (the output has the
+    same names, dtypes and shapes), each tensor written at its place as soon as it is ready.
 
-    Shards are written under temporary names while their count is unknown and renamed in `finish`
-    to the hub's `model-0000i-of-0000N.safetensors` (or `model.safetensors` when there is one).
+    `finish` names the shards as the hub does (`model-0000i-of-0000N.safetensors`, or
+    `model.safetensors` when there is one) and writes the index when there are several.
     """
 
-    def __init__(self, folder: Path, max_bytes: int = DEFAULT_SHARD_BYTES) -> None:
-        self.folder, self.max_bytes = folder, max_bytes
-        self._pending: dict[str, torch.Tensor] = {}
-        self._pending_bytes = 0
-        self._shards: list[tuple[Path, list[str]]] = []
-        self.total_bytes = 0
+    def __init__(self, folder: Path, checkpoint: BaseCheckpoint, max_bytes: int = DEFAULT_SHARD_BYTES) -> None:
+        layout = [(name, checkpoint.entry(name)) for name in checkpoint.names()]
+        self._planned = PlannedShardWriter(folder, layout, max_bytes)
+        self.folder = folder
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
-        size = tensor.numel() * tensor.element_size()
-        if self._pending and self._pending_bytes + size > self.max_bytes:
-            self.flush()
-        self._pending[name] = tensor.contiguous()
-        self._pending_bytes += size
-        self.total_bytes += size
+        self._planned.write(name, tensor)
 
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        path = self.folder / f".shard-{len(self._shards):05d}.safetensors"
-        save_file(self._pending, str(path), metadata={"format": "pt"})
-        self._shards.append((path, list(self._pending)))
-        self._pending, self._pending_bytes = {}, 0
+    def add_raw(self, name: str, data: bytes) -> None:
+        self._planned.write_raw(name, data)
+
+    def abort(self) -> None:
+        self._planned.close()
 
     def finish(self) -> list[Path]:
-        """Flush, name the shards as the hub does, write the index when there are several."""
-        self.flush()
-        if len(self._shards) == 1:
+        planned = self._planned
+        planned.close()
+        missing = planned.missing()
+        if missing:
+            raise ValueError(f"streamed merge: {len(missing)} tensors were never written (first: {missing[0]})")
+        if len(planned.paths) == 1:
             final = self.folder / SINGLE_FILE
-            self._shards[0][0].rename(final)
+            planned.paths[0].rename(final)
             return [final]
-        count, weight_map, files = len(self._shards), {}, []
-        for i, (path, names) in enumerate(self._shards, start=1):
+        count, weight_map, files = len(planned.paths), {}, []
+        for i, (path, names) in enumerate(zip(planned.paths, planned.shard_names), start=1):
             final = self.folder / f"model-{i:05d}-of-{count:05d}.safetensors"
             path.rename(final)
             files.append(final)
             weight_map.update({name: final.name for name in names})
-        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
+        index = {"metadata": {"total_size": planned.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
         (self.folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         return files
 
@@ -168,23 +179,41 @@ def stream_merge(
     other tensor in the checkpoint's order. Returns `apply_deltas`' stats.
     """
     stats = DeltaStats()
-    writer = ShardWriter(out, max_shard_bytes)
-    with torch.no_grad():
-        for module, delta in deltas:
-            if stats.seen(module):
-                raise ValueError(f"apply_deltas: module {module!r} appears twice in the merge result")
-            layer = target_layer(model, module)
-            check_delta(module, layer, delta)
-            weight = checkpoint.tensor(f"{module}.weight")
-            dense = dense_delta(delta, "cpu", isinstance(layer, Conv1D))
-            writer.add(f"{module}.weight", merged_weight(weight, dense))
-            stats.record(module, delta, dense)
-            del weight, dense
-        for name in checkpoint.names():
-            if not (name.endswith(".weight") and stats.seen(name.removesuffix(".weight"))):
-                writer.add(name, checkpoint.tensor(name))
-    writer.finish()
-    checkpoint.close()
+    writer = ShardWriter(out, checkpoint, max_shard_bytes)
+    # Writes go through one thread of their own, a few tensors behind: a write that waits for the
+    # disk (the kernel throttles a writer to the disk's speed) then overlaps reading and merging
+    # the next modules instead of stalling them.
+    writes = ThreadPoolExecutor(max_workers=1)
+    pending: deque[Future[None]] = deque()
+
+    def write(step: Callable[[], None]) -> None:
+        pending.append(writes.submit(step))
+        while len(pending) > _WRITES_IN_FLIGHT:
+            pending.popleft().result()
+
+    try:
+        with torch.no_grad():
+            for module, delta in deltas:
+                if stats.seen(module):
+                    raise ValueError(f"apply_deltas: module {module!r} appears twice in the merge result")
+                layer = target_layer(model, module)
+                check_delta(module, layer, delta)
+                dense = dense_delta(delta, "cpu", isinstance(layer, Conv1D))
+                # the weight was read for this merge alone: the sum may be formed in its memory
+                merged = merged_weight(checkpoint.tensor(f"{module}.weight"), dense, in_place=True)
+                write(partial(writer.add, f"{module}.weight", merged))
+                stats.record(module, delta, dense)
+                del dense, merged
+            for name in checkpoint.names():
+                if not (name.endswith(".weight") and stats.seen(name.removesuffix(".weight"))):
+                    write(partial(writer.add_raw, name, checkpoint.raw(name)))
+        while pending:
+            pending.popleft().result()
+        writer.finish()
+    finally:
+        writes.shutdown(wait=True, cancel_futures=True)
+        writer.abort()
+        checkpoint.close()
     return stats.as_dict()
 
 

@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from benchmark.errors import UserError
+from benchmark.threads import single_torch_thread
 
 
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
@@ -76,11 +77,24 @@ def read_torch_state(path: Path, what: str) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether every entry is finite. A sum is finite only if every term is (a NaN or an infinity
+    makes it NaN or infinite), so one reduction with no allocation settles the common case, ~30x
+    faster than `isfinite(tensor).all()` on a model-sized delta; a sum that overflowed from finite
+    entries alone falls back to the entry-wise test."""
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
 def non_finite(tensors: Mapping[str, torch.Tensor]) -> tuple[str, str] | None:
-    """(name, "NaN", "inf" or "NaN and inf") of the first floating tensor, in name order, that is not finite."""
-    for name in sorted(tensors):
-        tensor = tensors[name]
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            nan, inf = bool(torch.isnan(tensor).any()), bool(torch.isinf(tensor).any())
-            return name, "NaN and inf" if nan and inf else "NaN" if nan else "inf"
+    """(name, "NaN", "inf" or "NaN and inf") of the first floating tensor, in name order, that is not finite.
+
+    An adapter is hundreds of small tensors: checked on one thread, because waking torch's other
+    threads for each costs more than the check (~1 ms a tensor on a 2-core machine, 3 s for 4
+    rank-16 experts of a 1B model, against 30 ms on one thread)."""
+    with single_torch_thread():
+        for name in sorted(tensors):
+            tensor = tensors[name]
+            if tensor.is_floating_point() and not all_finite(tensor):
+                nan, inf = bool(torch.isnan(tensor).any()), bool(torch.isinf(tensor).any())
+                return name, "NaN and inf" if nan and inf else "NaN" if nan else "inf"
     return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -85,4 +86,18 @@ def ordered_map(
     finally:
         # Items not yet started are dropped; started ones finish (their turns come: FIFO start order).
         pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(caller_threads)
+
+
+@contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside the block (for many small tensors), then restore."""
+    caller_threads = torch.get_num_threads()
+    if caller_threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
         torch.set_num_threads(caller_threads)

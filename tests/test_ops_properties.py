@@ -62,11 +62,32 @@ def test_trim_keeps_the_largest_and_equals_peft(delta, density):
         assert delta[kept].abs().min() > delta[~kept].abs().max()
 
 
+def cutoff_is_shared(delta: torch.Tensor, density: float) -> bool:
+    """Whether only some of the entries equal to the k-th largest magnitude fit in the top k (the
+    one case where the tie rule decides), the cut-off being non-zero."""
+    k = int(density * delta.numel())
+    if density >= 1.0 or k == 0:
+        return False
+    magnitudes = delta.abs().reshape(-1).double()
+    kth = magnitudes.sort(descending=True).values[k - 1]
+    return bool(kth != 0) and int((magnitudes >= kth).sum()) > k
+
+
 @props
 @given(stacks(), densities)
-def test_trim_equals_peft_with_ties_in_magnitude(stacked, density):
-    for delta in stacked:  # many equal magnitudes: topk's tie-breaking must be peft's
-        assert torch.equal(magnitude_trim(delta, density), peft_prune(delta, density))
+def test_trim_with_ties_in_magnitude_keeps_the_earliest_and_else_equals_peft(stacked, density):
+    for delta in stacked:  # many equal magnitudes
+        trimmed = magnitude_trim(delta, density)
+        assert same_bits(trimmed, stable_sorted_trim(delta, density))
+        if not cutoff_is_shared(delta, density):
+            assert same_bits(trimmed, peft_prune(delta, density))
+
+
+def test_a_shared_cut_off_goes_to_the_earliest_entries():
+    delta = torch.tensor([[0.5, -2.0, 0.5], [-0.5, 3.0, 0.5]])  # top 3: 3, -2, then one of four 0.5s
+    assert torch.equal(magnitude_trim(delta, 0.5), torch.tensor([[0.5, -2.0, 0.0], [0.0, 3.0, 0.0]]))
+    kept = magnitude_trim(delta, 4 / 6) != 0
+    assert kept.tolist() == [[True, True, True], [False, True, False]]
 
 
 def sorted_topk_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
@@ -75,6 +96,16 @@ def sorted_topk_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
         return delta
     mask = torch.zeros_like(delta).reshape(-1)
     mask[torch.topk(delta.abs().reshape(-1), k=int(density * delta.numel()), largest=True).indices] = 1
+    return delta * mask.reshape(delta.shape)
+
+
+def stable_sorted_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """The tie rule spelled out: the first k of a stable descending sort of |delta| in row-major order."""
+    if density >= 1.0:
+        return delta
+    mask = torch.zeros_like(delta).reshape(-1)
+    order = torch.sort(delta.abs().reshape(-1).double(), descending=True, stable=True).indices
+    mask[order[: int(density * delta.numel())]] = 1
     return delta * mask.reshape(delta.shape)
 
 
@@ -108,9 +139,17 @@ def _selection_cases() -> list[tuple[str, torch.Tensor]]:
 
 
 @pytest.mark.parametrize("name,delta", _selection_cases(), ids=[n for n, _ in _selection_cases()])
-def test_trim_by_selection_is_the_sorted_topk_bit_for_bit(name, delta):
+def test_trim_by_selection_is_the_stable_sort_and_where_no_tie_decides_peft_bit_for_bit(name, delta):
+    decided_by_ties = 0
     for density in (0.0, 1e-4, 0.01, 0.2, 0.5, 0.75, 0.9, 0.9999, 1.0):
-        assert same_bits(magnitude_trim(delta, density), sorted_topk_trim(delta, density)), (name, density)
+        trimmed = magnitude_trim(delta, density)
+        assert same_bits(trimmed, stable_sorted_trim(delta, density)), (name, density)
+        if cutoff_is_shared(delta, density):
+            decided_by_ties += 1
+        else:
+            assert same_bits(trimmed, sorted_topk_trim(delta, density)), (name, density)
+    if "small-ints" in name:  # the cases meant to exercise the tie rule do
+        assert decided_by_ties > 0
 
 
 def test_mask_for_k_zero_and_k_all():
