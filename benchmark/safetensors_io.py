@@ -130,47 +130,47 @@ class TensorReader:
 
 @dataclass(frozen=True)
 class Slot:
-    """Where one output tensor goes: its shard, its absolute offset, and what it must be."""
+    """Where one output tensor goes: its shard, its absolute offset, and the input entry whose
+    dtype, shape and size it must have."""
 
     shard: int
     offset: int
-    dtype: str
-    shape: tuple[int, ...]
-    nbytes: int
+    entry: Entry
 
 
 class PlannedShardWriter:
     """Output shards whose headers are written first, then filled tensor by tensor at their offsets.
 
-    `layout` is every output tensor in file order as (name, the input entry it replaces: same dtype,
-    shape and size); consecutive
-    tensors share a shard until it would pass `max_bytes` (a tensor bigger than that gets a shard
-    of its own). Files are written under temporary names and renamed by `finish`, which refuses to
-    name them while any tensor is missing, so a failed merge never leaves a plausible checkpoint.
+    `layout` is every output tensor in file order as (name, the input entry it replaces: same
+    dtype, shape and size); consecutive tensors share a shard until it would pass `max_bytes` (a
+    tensor bigger than that gets a shard of its own). Shards get temporary names (`paths`); the
+    caller names them once `missing()` is empty (`benchmark.streaming.ShardWriter.finish`), so a
+    failed merge never leaves a plausible checkpoint.
     """
 
     def __init__(self, folder: Path, layout: list[tuple[str, Entry]], max_bytes: int,
                  metadata: dict[str, str] | None = None) -> None:
         self.folder = folder
-        groups: list[list[tuple[str, str, tuple[int, ...], int]]] = [[]]
+        groups: list[list[tuple[str, Entry]]] = [[]]
         filled = 0
         for name, entry in layout:
-            dtype, shape, nbytes = entry.dtype, entry.shape, entry.nbytes
-            if groups[-1] and filled + nbytes > max_bytes:
+            if groups[-1] and filled + entry.nbytes > max_bytes:
                 groups.append([])
                 filled = 0
-            groups[-1].append((name, dtype, shape, nbytes))
-            filled += nbytes
+            groups[-1].append((name, entry))
+            filled += entry.nbytes
         self.slots: dict[str, Slot] = {}
         self.shard_names: list[list[str]] = []
         self.paths: list[Path] = []
         self._fds: list[int] = []
         self.total_bytes = 0
         for index, group in enumerate(groups):
-            header, position = {"__metadata__": dict(metadata or {"format": "pt"})}, 0
-            for name, dtype, shape, nbytes in group:
-                header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [position, position + nbytes]}
-                position += nbytes
+            header, offsets, position = {"__metadata__": dict(metadata or {"format": "pt"})}, {}, 0
+            for name, entry in group:
+                header[name] = {"dtype": entry.dtype, "shape": list(entry.shape),
+                                "data_offsets": [position, position + entry.nbytes]}
+                offsets[name] = position
+                position += entry.nbytes
             encoded = json.dumps(header, separators=(",", ":")).encode()
             encoded += b" " * (-len(encoded) % _HEADER_ALIGN)
             start = 8 + len(encoded)
@@ -179,10 +179,9 @@ class PlannedShardWriter:
             self._fds.append(fd)
             os.pwrite(fd, struct.pack("<Q", len(encoded)) + encoded, 0)
             os.ftruncate(fd, start + position)
-            for name, dtype, shape, nbytes in group:
-                self.slots[name] = Slot(index, start + header[name]["data_offsets"][0], dtype, shape, nbytes)
+            self.slots.update({name: Slot(index, start + offsets[name], entry) for name, entry in group})
             self.paths.append(path)
-            self.shard_names.append([name for name, *_ in group])
+            self.shard_names.append([name for name, _ in group])
             self.total_bytes += position
         self._written: set[str] = set()
 
@@ -192,18 +191,18 @@ class PlannedShardWriter:
             raise ValueError(f"tensor {name} is not part of the output layout")
         if name in self._written:
             raise ValueError(f"tensor {name} written twice")
-        if _DTYPE_NAMES.get(tensor.dtype) != slot.dtype or tuple(tensor.shape) != slot.shape:
+        if _DTYPE_NAMES.get(tensor.dtype) != slot.entry.dtype or tuple(tensor.shape) != slot.entry.shape:
             raise ValueError(f"tensor {name} is {tensor.dtype} {list(tensor.shape)}, the layout says "
-                             f"{slot.dtype} {list(slot.shape)}")
+                             f"{slot.entry.dtype} {list(slot.entry.shape)}")
         _pwrite_all(self._fds[slot.shard], _as_bytes(tensor.contiguous()), slot.offset)
         self._written.add(name)
 
     def write_raw(self, name: str, data: bytes) -> None:
         """Bytes already in the output's format (a tensor copied through from an input file)."""
         slot = self.slots.get(name)
-        if slot is None or name in self._written or len(data) != slot.nbytes:
+        if slot is None or name in self._written or len(data) != slot.entry.nbytes:
             raise ValueError(f"tensor {name}: not in the layout, written twice, or {len(data)} bytes "
-                             f"instead of {slot.nbytes if slot else '?'}")
+                             f"instead of {slot.entry.nbytes if slot else '?'}")
         _pwrite_all(self._fds[slot.shard], memoryview(data), slot.offset)
         self._written.add(name)
 

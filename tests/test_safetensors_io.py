@@ -48,7 +48,8 @@ def test_a_library_file_is_read_exactly_without_mapping_it(tmp_path):
             assert got.dtype == tensor.dtype and got.shape == tensor.shape
             assert torch.equal(got, tensor), name
             assert reader.raw(name) == got.reshape(-1).view(torch.uint8).numpy().tobytes()
-            got.add_(1) if got.is_floating_point() else None  # its own memory: the next read is unchanged
+            if got.is_floating_point():
+                got.add_(1)  # its own memory: the next read is unchanged
             assert torch.equal(reader.tensor(name), tensor)
         assert str(path) not in Path("/proc/self/maps").read_text()  # read, never mapped
         assert reader.metadata == {"format": "pt"}
