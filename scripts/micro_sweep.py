@@ -7,7 +7,7 @@ the real runner into one SQLite file per variant, and `benchmark.validity.assess
 and scoring rules, and evaluates programs by safe arithmetic instead of the sandbox: for machines
 (a borrowed GPU) without lm-eval; never for stored leaderboard results.
 
-Usage: python scripts/micro_sweep.py VARIANTS.yaml --out DIR [--seeds 1] [--fast-eval]
+Usage: python scripts/micro_sweep.py VARIANTS.yaml --out DIR [--seeds 1] [--fast-eval] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -150,11 +150,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--fast-eval", action="store_true")
+    parser.add_argument("--only", nargs="+", metavar="VARIANT",
+                        help="run these variants of the file only (one base build per session fits)")
     parser.add_argument("--methods", default="base,expert-math,expert-code,task_arithmetic,ties,dare_ties,cat,data_mix")
     options = parser.parse_args()
     options.out.mkdir(parents=True, exist_ok=True)
     micro = load_suite("micro")
-    for name, overrides in yaml.safe_load(options.variants.read_text()).items():
+    variants = yaml.safe_load(options.variants.read_text())
+    unknown = sorted(set(options.only or []) - set(variants))
+    if unknown:
+        parser.error(f"no variant {', '.join(unknown)} in {options.variants} (it has {', '.join(variants)})")
+    for name, overrides in variants.items():
+        if options.only and name not in options.only:
+            continue
         suite = variant_suite(micro, overrides or {})
         db = options.out / f"{name}.db"
         store = open_store(f"sqlite:///{db}")
