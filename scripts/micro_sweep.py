@@ -7,15 +7,21 @@ the real runner into one SQLite file per variant, and `benchmark.validity.assess
 and scoring rules, and evaluates programs by safe arithmetic instead of the sandbox: for machines
 (a borrowed GPU) without lm-eval; never for stored leaderboard results.
 
+Each variant's scores are also written to DIR/VARIANT.scores.json, a record small enough to keep in
+git (the databases and the base builds do not outlive the machine); `--report` compares records.
+
 Usage: python scripts/micro_sweep.py VARIANTS.yaml --out DIR [--seeds 1] [--fast-eval] [--only NAME ...]
+       python scripts/micro_sweep.py --report DIR/A.scores.json DIR/B.scores.json ...
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import importlib.metadata
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -30,7 +36,8 @@ from benchmark.runner import Reporter, run_grid
 from benchmark.storage import SampleRecord, ScoreRecord, open_store
 from benchmark.suite import Suite, load_suite
 from benchmark.taskinfo import TASKS
-from benchmark.validity import assess
+from benchmark.validity import Bar, agreement_across_bases, assess
+from category_breakdown import breakdown  # a sibling script: scripts/ is on sys.path when one runs
 
 PROGRAM_STOPS = ["\n\n", "Question:", "Instruction:", "Program:", "Answer:"]
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -144,16 +151,98 @@ def variant_suite(base: Suite, overrides: dict) -> Suite:
     return Suite.model_validate(merged)
 
 
+def primary_scores(db: Path, suite_name: str) -> dict[tuple[str, str, int], float]:
+    """{(method, task, seed): primary score} of the ok runs stored for a suite."""
+    scores = {}
+    reader = open_readonly(f"sqlite:///{db}")
+    for row in reader.runs(suite=suite_name, status="ok"):
+        for score in row.scores:
+            if score.primary:
+                scores[(row.method, row.task, row.seed)] = score.value
+    reader.close()
+    return scores
+
+
+def score_record(db: Path, suite: Suite, overrides: dict, seconds: float) -> dict:
+    """A variant's results as a small JSON record: every primary score per (method, task, seed),
+    and per-category counts of the composite tasks from the stored samples.
+
+    A base build is an hour of this machine, and a session can end before the next build runs;
+    the databases and caches do not outlive the machine, while these records can be committed.
+    `--report` reads several of them and applies the bar across base builds."""
+    reader = open_readonly(f"sqlite:///{db}")
+    categories = {task: {method: {c: sorted(v) for c, v in per.items()} for method, per in
+                         breakdown(reader, suite.name, task).items()}
+                  for task in suite.tasks if TASKS.get(task).kind == "composite"}
+    reader.close()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip()
+    return {"suite": suite.name, "tasks": list(suite.tasks), "overrides": overrides,
+            "grid_seconds": round(seconds), "commit": commit,
+            "versions": {name: importlib.metadata.version(name)
+                         for name in ("torch", "transformers", "peft", "lm_eval")},
+            "scores": [{"method": m, "task": t, "seed": s, "value": v}
+                       for (m, t, s), v in sorted(primary_scores(db, suite.name).items())],
+            "categories": categories}
+
+
+def record_scores(record: dict) -> dict[tuple[str, str, int], float]:
+    return {(row["method"], row["task"], row["seed"]): row["value"] for row in record["scores"]}
+
+
+def print_variant(name: str, tasks: list[str], scores: dict[tuple[str, str, int], float]) -> bool:
+    """The means table and the bar of one build; True when the bar holds on every task."""
+    methods = sorted({m for m, _, _ in scores})
+    print(f"{'method':18}" + "".join(f"{t:>11}" for t in tasks))
+    for method in methods:
+        row = [sum(v for (m, t, _), v in scores.items() if m == method and t == task) /
+               max(1, sum(1 for (m, t, _) in scores if m == method and t == task)) for task in tasks]
+        print(f"{method:18}" + "".join(f"{v:11.3f}" for v in row))
+    report = assess(scores, [TASKS.get(t) for t in tasks])
+    for tv in report:
+        print(f"  {tv.task}: {'PASS' if tv.ok else 'fail'} " + "; ".join(
+            f"{c.what}={'n/a' if c.value is None else round(c.value, 3)}" for c in tv.checks if not c.ok))
+        for figure, value in tv.figures.items():
+            if figure.startswith("seed "):
+                print(f"      {figure}: {'n/a' if value is None else round(value, 3)}")
+    return all(tv.ok for tv in report)
+
+
+def report_records(paths: list[Path]) -> bool:
+    """Each record's table and bar, then the ranking across builds per composite task."""
+    records = [json.loads(path.read_text()) for path in paths]
+    ok = True
+    for record in records:
+        print(f"\n=== {record['suite']} (commit {record['commit'][:8]}, grid {record['grid_seconds']} s)")
+        ok = print_variant(record["suite"], record["tasks"], record_scores(record)) and ok
+    if len(records) > 1:
+        by_build = {record["suite"]: record_scores(record) for record in records}
+        print("\nKendall tau between base builds (means over expert seeds):")
+        for task in [t for t in records[0]["tasks"] if TASKS.get(t).kind == "composite"]:
+            tau, pairs = agreement_across_bases(by_build, task)
+            ok = ok and tau is not None and tau >= Bar().min_tau
+            print(f"  {task}: mean {'n/a' if tau is None else round(tau, 3)}; " +
+                  ", ".join(f"{a}/{b} {value:.3f}" for (a, b), value in pairs.items()))
+    print("the bar holds on every build" if ok else "the bar does not hold on every build")
+    return ok
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variants", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("variants", type=Path, nargs="?")
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--fast-eval", action="store_true")
     parser.add_argument("--only", nargs="+", metavar="VARIANT",
                         help="run these variants of the file only (one base build per session fits)")
     parser.add_argument("--methods", default="base,expert-math,expert-code,task_arithmetic,ties,dare_ties,cat,data_mix")
+    parser.add_argument("--report", nargs="+", type=Path, metavar="RECORD",
+                        help="print the bar of these score records (VARIANT.scores.json) and compare them")
     options = parser.parse_args()
+    if options.report:
+        raise SystemExit(0 if report_records(options.report) else 1)
+    if options.variants is None or options.out is None:
+        parser.error("VARIANTS.yaml and --out are needed to run a sweep (or --report RECORD ...)")
     options.out.mkdir(parents=True, exist_ok=True)
     micro = load_suite("micro")
     variants = yaml.safe_load(options.variants.read_text())
@@ -172,24 +261,12 @@ def main() -> None:
         run_grid(suite, store, methods=options.methods.split(","), seeds=list(suite.seeds[: options.seeds]),
                  reporter=reporter, **kwargs)
         store.close()
-        scores = {}
-        reader = open_readonly(f"sqlite:///{db}")
-        for row in reader.runs(suite=suite.name, status="ok"):
-            for score in row.scores:
-                if score.primary:
-                    scores[(row.method, row.task, row.seed)] = score.value
-        reader.close()
-        print(f"\n=== {name} ({time.perf_counter() - start:.0f} s) {json.dumps(overrides)}")
-        methods = sorted({m for m, _, _ in scores})
-        print(f"{'method':18}" + "".join(f"{t:>11}" for t in suite.tasks))
-        for method in methods:
-            row = [sum(v for (m, t, _), v in scores.items() if m == method and t == task) /
-                   max(1, sum(1 for (m, t, _) in scores if m == method and t == task)) for task in suite.tasks]
-            print(f"{method:18}" + "".join(f"{v:11.3f}" for v in row))
+        seconds = time.perf_counter() - start
+        record = score_record(db, suite, overrides or {}, seconds)
+        (options.out / f"{name}.scores.json").write_text(json.dumps(record, indent=1) + "\n")
+        print(f"\n=== {name} ({seconds:.0f} s) {json.dumps(overrides)}")
+        print_variant(name, list(suite.tasks), record_scores(record))
         print("  delta norm ratios:", {k: round(v, 4) for k, v in delta_norm_ratios(suite).items()})
-        for tv in assess(scores, [TASKS.get(t) for t in suite.tasks]):
-            print(f"  {tv.task}: {'PASS' if tv.ok else 'fail'} " + "; ".join(
-                f"{c.what}={'n/a' if c.value is None else round(c.value, 3)}" for c in tv.checks if not c.ok))
 
 
 if __name__ == "__main__":

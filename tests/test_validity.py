@@ -159,3 +159,52 @@ def test_category_breakdown_pools_seeds_per_category(tmp_path):
     reader.close()
     assert sorted(table["cat"]["add"]) == [(0, 2, 1), (1, 2, 0)]
     assert sorted(table["cat"]["mul"]) == [(0, 2, 2), (1, 2, 1)]
+
+
+def load_script(name: str):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    sys.path.insert(0, str(scripts))  # as when the script runs: its sibling scripts import
+    try:
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(scripts))
+    return module
+
+
+@pytest.mark.parametrize("same_order", [True, False])
+def test_sweep_records_keep_every_score_and_report_the_bar_across_builds(tmp_path, capsys, same_order):
+    """scripts/micro_sweep.py: a build's record holds each (method, task, seed) score and the
+    per-category counts; `--report` on two records applies the bar and compares the rankings."""
+    import json
+
+    from benchmark.suite import load_suite
+
+    sweep = load_script("micro_sweep")
+    paths = []
+    for build in range(2):
+        scores = grid(True)
+        if build == 1 and not same_order:
+            for seed in range(3):
+                scores[("task_arithmetic", "math_code", seed)], scores[("cat", "math_code", seed)] = 0.6, 0.4
+                scores[("expert-code", "math_code", seed)], scores[("base", "math_code", seed)] = 0.0, 0.2
+        db = tmp_path / f"b{build}.db"
+        suite = sweep.variant_suite(load_suite("micro"), {"name": f"micro-b{build}"})
+        fill(db, scores, suite=suite.name)
+        record = sweep.score_record(db, suite, {"name": suite.name}, 12.3)
+        assert sweep.record_scores(json.loads(json.dumps(record))) == scores
+        assert record["versions"]["peft"] and len(record["commit"]) == 40
+        path = tmp_path / f"b{build}.scores.json"
+        path.write_text(json.dumps(record))
+        paths.append(path)
+    assert sweep.report_records(paths) is same_order
+    shown = capsys.readouterr().out
+    assert "math_code: PASS" in shown and "seed 2: best merge (cat): 0.52" in shown
+    tau = re.search(r"math_code: mean (-?\d\.\d+)", shown)
+    expected = 1.0 if same_order else kendalltau([0.0, 0.05, 0.1, 0.36, 0.51], [0.2, 0.05, 0.0, 0.6, 0.4]).statistic
+    assert tau and float(tau.group(1)) == pytest.approx(expected, abs=1e-3)
