@@ -25,13 +25,14 @@ import torch
 from pydantic import Field
 
 from benchmark.method import MethodParams
-from methods._ops import Sparsifier, magnitude_trim, random_drop, sign_consensus, weighted_sum
+from methods._ops import Sparsifier, Trimmed, random_drop, sign_consensus, weighted_sum
 from methods.task_arithmetic import TaskArithmetic
 
 
-def trim(delta: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
-    """Magnitude trim as a sparsifier (deterministic: the generator is not used)."""
-    return magnitude_trim(delta, density)
+def trim(delta: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor | Trimmed:
+    """Magnitude trim as a sparsifier (deterministic: the generator is not used). The combiners
+    read the result a slice at a time (`Trimmed`): the trimmed copy is never formed whole."""
+    return delta if density >= 1.0 else Trimmed(delta, density)
 
 
 def drop(delta: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:

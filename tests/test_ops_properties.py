@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from peft.utils import merge_utils
 
-from methods._ops import (_radix_select, disjoint_mean, elect_sign, low_rank_svd, magnitude_trim, random_drop,
+from methods._ops import (Trimmed, _radix_select, disjoint_mean, elect_sign, low_rank_svd, magnitude_trim, random_drop,
                           sign_consensus, top_magnitude_mask, weighted_sum)
 
 props = settings(max_examples=60, deadline=None, derandomize=True)  # this file's budget, not global
@@ -159,15 +159,16 @@ def test_mask_for_k_zero_and_k_all():
     assert top_magnitude_mask(delta, 30).shape == (5, 6)
 
 
-@pytest.mark.parametrize("dtype,shift", [(torch.float32, 16), (torch.bfloat16, 0), (torch.float16, 0)])
-def test_radix_select_finds_the_kth_largest_and_its_ties(dtype, shift):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_radix_select_finds_the_kth_largest_and_its_ties(dtype):
     g = torch.Generator().manual_seed(3)
-    for values in (torch.randn(20001, generator=g), torch.randint(0, 9, (3001,), generator=g).float()):
-        magnitudes = values.abs().to(dtype)
+    for values in (torch.randn(20001, generator=g), torch.randint(-8, 9, (3001,), generator=g).float()):
+        values = values.to(dtype)  # signed: the selection reads magnitudes from the bits itself
+        magnitudes = values.abs()
         bits = magnitudes.view(torch.int32 if dtype == torch.float32 else torch.int16)
         ordered = magnitudes.float().sort(descending=True).values
         for k in (1, 2, 17, magnitudes.numel() // 2, magnitudes.numel() - 1):
-            threshold, kept_ties, ties = _radix_select(bits, k, high_shift=shift)
+            threshold, kept_ties, ties = _radix_select(values, k)
             kth = ordered[k - 1]
             assert threshold == int(bits[magnitudes.float() == kth][0])
             assert ties == int((magnitudes.float() == kth).sum())
@@ -322,3 +323,25 @@ def test_expert_geometry_of_known_deltas():
     assert out["cos a/b"] == pytest.approx(0.0) and out["cos a/c"] == pytest.approx(-1.0)
     assert out["kept a"] == pytest.approx(0.0)  # a and -a cancel in the mean
     assert out["kept b"] == pytest.approx(1 / 3)  # orthogonal to the others: a third of it is left
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_trimmed_slices_feed_the_combiners_the_stable_sort_trim(dtype):
+    """TIES and magnitude pruning hand the combiners `Trimmed` deltas, read a slice at a time: the
+    merge must be the one of the whole trimmed tensors. Small integers put ties at the cut-off,
+    and 600k entries span several slices, so the earliest-tied rule crosses slice boundaries."""
+    g = torch.Generator().manual_seed(11)
+    deltas = [torch.randint(-4, 5, (600, 1000), generator=g).to(dtype) for _ in range(3)]
+    deltas.append(torch.randn(600, 1000, generator=g).to(dtype))
+    for density in (0.05, 0.5, 0.75, 0.999):
+        whole = [stable_sorted_trim(d, density) for d in deltas]
+        lazy = [Trimmed(d, density) for d in deltas]
+        for trimmed, part in zip(whole, lazy):
+            flat = trimmed.reshape(-1)
+            for start, stop in [(0, 7), (262_143, 262_145), (599_990, 600_000), (123_456, 400_000)]:
+                assert same_bits(part.part(start, stop), flat[start:stop]), (density, start)
+        weights = [1.0, 0.5, 2.0, -1.0]
+        assert same_bits(sign_consensus(lazy, weights), sign_consensus(whole, weights)), density
+        assert same_bits(weighted_sum(lazy, weights), weighted_sum(whole, weights)), density
+        mixed = [lazy[0], whole[1], deltas[2], lazy[3]]  # a density-1 expert stays a plain tensor
+        assert same_bits(sign_consensus(mixed, weights), sign_consensus([whole[0], whole[1], deltas[2], whole[3]], weights))
