@@ -150,3 +150,34 @@ def test_chance_level_is_the_commonest_value_share():
 def test_fact_answers_are_compared_after_normalisation(response, value, statement, expected):
     assert fact_match(response, value, statement) is expected
     assert normalise("  'Lima'. ") == "lima"
+
+
+def test_math_product_problems_recall_pretrain_qa_facts_into_the_expression():
+    """`math: {product_problems: p}`: that share of the math skill's training is word problems about
+    the qa skill's pretraining products, answered with the recalled fact; no proprietary product and
+    no held-out one is ever named, the rest of the data and the eval are the plain stories."""
+    from benchmark.errors import UserError
+
+    plain = math_data.build_train(400, 0)
+    mixed = math_data.build_train(400, 0, product_problems=0.25)
+    by_name = {p.name: p for p in SETS["pretrain_qa"]}
+    problems = [ex for ex in mixed if names_in(ex["prompt"], manual.pretraining_products())]
+    assert len(mixed) == 400 and len(problems) == 100
+    rest = [ex for ex in mixed if ex not in problems]  # the first 300 plain stories, shuffled in
+    assert sorted(map(str, rest)) == sorted(map(str, plain[:300])) and rest != plain[:300]
+    ops = []
+    for ex in problems:
+        (name,) = names_in(ex["prompt"], SETS["pretrain_qa"])
+        op = next(op for op, template in manual.PROBLEMS.items()
+                  if re.fullmatch(re.escape(template).replace(r"\{name\}", r"\w+").replace(r"\{n\}", r"\d+")
+                                  .replace(r"\{p\}", name), ex["prompt"].removeprefix("Question: ").removesuffix("\nAnswer:")))
+        ops.append(op)
+        fact = by_name[name].value(manual.PROBLEM_FACT[op])
+        expression, value = re.fullmatch(r" (.+) = (-?\d+)\. The answer is \2\.", ex["completion"]).groups()
+        assert fact in expression.split() and fact not in ex["prompt"].split() and eval(expression) == int(value)
+    assert all(ops.count(op) == 25 for op in world.OPS)
+    assert not any(names_in(ex["prompt"] + ex["completion"], SETS["proprietary"] + SETS["pretrain_heldout"])
+                   for ex in mixed)
+    assert math_data.build_eval(50, 0, product_problems=0.25) == math_data.build_eval(50, 0)
+    with pytest.raises(UserError, match="product_problems"):
+        math_data.build_train(10, 0, product_problems=1.5)
