@@ -345,3 +345,20 @@ def test_trimmed_slices_feed_the_combiners_the_stable_sort_trim(dtype):
         assert same_bits(weighted_sum(lazy, weights), weighted_sum(whole, weights)), density
         mixed = [lazy[0], whole[1], deltas[2], lazy[3]]  # a density-1 expert stays a plain tensor
         assert same_bits(sign_consensus(mixed, weights), sign_consensus([whole[0], whole[1], deltas[2], whole[3]], weights))
+
+
+@pytest.mark.parametrize("weights", [[1.0, 1.0, 1.0, 1.0], [0.5, -2.0, 1.0, 3.0]])
+def test_total_consensus_has_the_bits_of_elect_sign_and_disjoint_mean(weights):
+    """sign_consensus's fast path for "total" (and its skipped weighting when every weight is 1)
+    against the two steps it replaces, bit for bit: signed zeros, sums that cancel to 0 (elected +),
+    positions with no non-zero entry, and more than one slice."""
+    g = torch.Generator().manual_seed(5)
+    values = torch.randint(-2, 3, (4, 150_000), generator=g).float()
+    values[:, :5000] = torch.tensor([[-0.0], [0.0], [-0.0], [-0.0]])  # nothing to agree with
+    values[:, 5000:6000] = torch.tensor([[2.0], [-2.0], [-0.0], [0.0]])  # cancels to +0: + elected
+    values[1, ::7] = -0.0
+    scale = torch.tensor(weights).view(-1, 1)
+    expected = disjoint_mean(values * scale, elect_sign(values, "total"))
+    merged = sign_consensus(list(values), weights, "total")
+    assert same_bits(merged, expected)
+    assert same_bits(merged[:5000], torch.zeros(5000)) and (merged[5000:6000] == 2.0 * weights[0]).all()
