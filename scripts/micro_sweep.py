@@ -195,9 +195,9 @@ def print_variant(name: str, tasks: list[str], scores: dict[tuple[str, str, int]
     methods = sorted({m for m, _, _ in scores})
     print(f"{'method':18}" + "".join(f"{t:>11}" for t in tasks))
     for method in methods:
-        row = [sum(v for (m, t, _), v in scores.items() if m == method and t == task) /
-               max(1, sum(1 for (m, t, _) in scores if m == method and t == task)) for task in tasks]
-        print(f"{method:18}" + "".join(f"{v:11.3f}" for v in row))
+        cells = [[v for (m, t, _), v in scores.items() if m == method and t == task] for task in tasks]
+        print(f"{method:18}" + "".join(f"{sum(c) / len(c):11.3f}" if c else f"{'n/a':>11}" for c in cells))
+    tasks = [t for t in tasks if any(task == t for _, task, _ in scores)]  # a partial grid: what it has
     report = assess(scores, [TASKS.get(t) for t in tasks])
     for tv in report:
         print(f"  {tv.task}: {'PASS' if tv.ok else 'fail'} " + "; ".join(
@@ -236,6 +236,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="VARIANT",
                         help="run these variants of the file only (one base build per session fits)")
     parser.add_argument("--methods", default="base,expert-math,expert-code,task_arithmetic,ties,dare_ties,cat,data_mix")
+    parser.add_argument("--tasks", help="comma-separated tasks to run first or alone (default: the suite's)")
     parser.add_argument("--report", nargs="+", type=Path, metavar="RECORD",
                         help="print the bar of these score records (VARIANT.scores.json) and compare them")
     options = parser.parse_args()
@@ -259,7 +260,7 @@ def main() -> None:
         kwargs = {"evaluator": fast_evaluate} if options.fast_eval else {}
         reporter = Reporter(progress=_printing_progress, log=lambda message: print(message, flush=True))
         run_grid(suite, store, methods=options.methods.split(","), seeds=list(suite.seeds[: options.seeds]),
-                 reporter=reporter, **kwargs)
+                 tasks=options.tasks.split(",") if options.tasks else None, reporter=reporter, **kwargs)
         store.close()
         seconds = time.perf_counter() - start
         record = score_record(db, suite, overrides or {}, seconds)
