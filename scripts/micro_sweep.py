@@ -193,10 +193,12 @@ def record_scores(record: dict) -> dict[tuple[str, str, int], float]:
 def print_variant(name: str, tasks: list[str], scores: dict[tuple[str, str, int], float]) -> bool:
     """The means table and the bar of one build; True when the bar holds on every task."""
     methods = sorted({m for m, _, _ in scores})
-    print(f"{'method':18}" + "".join(f"{t:>11}" for t in tasks))
+    widths = [max(11, len(t) + 2) for t in tasks]
+    print(f"{'method':18}" + "".join(f"{t:>{w}}" for t, w in zip(tasks, widths)))
     for method in methods:
         cells = [[v for (m, t, _), v in scores.items() if m == method and t == task] for task in tasks]
-        print(f"{method:18}" + "".join(f"{sum(c) / len(c):11.3f}" if c else f"{'n/a':>11}" for c in cells))
+        print(f"{method:18}" + "".join(f"{sum(c) / len(c):{w}.3f}" if c else f"{'n/a':>{w}}"
+                                       for c, w in zip(cells, widths)))
     tasks = [t for t in tasks if any(task == t for _, task, _ in scores)]  # a partial grid: what it has
     report = assess(scores, [TASKS.get(t) for t in tasks])
     for tv in report:
