@@ -26,16 +26,13 @@ Sparsifier = Callable[[torch.Tensor, float, torch.Generator], "torch.Tensor | Tr
 def weighted_sum(deltas: Sequence[torch.Tensor | Trimmed], weights: Sequence[float]) -> torch.Tensor:
     """sum_i w_i * dW_i, accumulated in float32 (the linear combination of task arithmetic).
 
-    A `Trimmed` delta is read a slice at a time; the sum is the same, entry by entry."""
+    Summed a slice at a time (each entry's sum is the same), so that a `Trimmed` delta is read
+    without forming it."""
     if len(deltas) != len(weights):
         raise ValueError(f"weighted_sum: {len(deltas)} deltas but {len(weights)} weights")
     if not deltas:
         raise ValueError("weighted_sum: nothing to sum")
     total = torch.zeros(deltas[0].shape, dtype=torch.float32, device=deltas[0].device)
-    if not any(isinstance(d, Trimmed) for d in deltas):
-        for delta, weight in zip(deltas, weights):
-            total.add_(delta.to(torch.float32), alpha=float(weight))
-        return total
     flat, readers = total.view(-1), [_reader(d) for d in deltas]
     for start, stop in _slices(flat.numel(), _CONSENSUS_SLICE):
         for read, weight in zip(readers, weights):
@@ -108,7 +105,7 @@ class Trimmed:
         _check_density(density, low_inclusive=True)
         self.shape, self.dtype, self.device = delta.shape, delta.dtype, delta.device
         self._flat = delta.reshape(-1)
-        k = int(density * self._flat.numel()) if density < 1.0 else self._flat.numel()
+        k = int(density * self._flat.numel())
         self._cut = magnitude_cut(self._flat, k)
         self._mask = _stable_top_mask(self._flat.abs(), k) if self._cut is None else None
 

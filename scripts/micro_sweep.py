@@ -190,7 +190,7 @@ def record_scores(record: dict) -> dict[tuple[str, str, int], float]:
     return {(row["method"], row["task"], row["seed"]): row["value"] for row in record["scores"]}
 
 
-def print_variant(name: str, tasks: list[str], scores: dict[tuple[str, str, int], float]) -> bool:
+def print_variant(tasks: list[str], scores: dict[tuple[str, str, int], float]) -> bool:
     """The means table and the bar of one build; True when the bar holds on every task."""
     methods = sorted({m for m, _, _ in scores})
     widths = [max(11, len(t) + 2) for t in tasks]
@@ -216,7 +216,7 @@ def report_records(paths: list[Path]) -> bool:
     ok = True
     for record in records:
         print(f"\n=== {record['suite']} (commit {record['commit'][:8]}, grid {record['grid_seconds']} s)")
-        ok = print_variant(record["suite"], record["tasks"], record_scores(record)) and ok
+        ok = print_variant(record["tasks"], record_scores(record)) and ok
     if len(records) > 1:
         by_build = {record["suite"]: record_scores(record) for record in records}
         print("\nKendall tau between base builds (means over expert seeds):")
@@ -268,7 +268,7 @@ def main() -> None:
         record = score_record(db, suite, overrides or {}, seconds)
         (options.out / f"{name}.scores.json").write_text(json.dumps(record, indent=1) + "\n")
         print(f"\n=== {name} ({seconds:.0f} s) {json.dumps(overrides)}")
-        print_variant(name, list(suite.tasks), record_scores(record))
+        print_variant(list(suite.tasks), record_scores(record))
         print("  delta norm ratios:", {k: round(v, 4) for k, v in delta_norm_ratios(suite).items()})
 
 

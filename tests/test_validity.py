@@ -132,16 +132,10 @@ def test_validate_across_base_builds_compares_their_rankings(tmp_path, same_orde
 
 def test_category_breakdown_pools_seeds_per_category(tmp_path):
     """scripts/category_breakdown.py: per method and category, right over scored, seed by seed."""
-    import importlib.util
-    from pathlib import Path
-
     from benchmark.results import open_readonly
     from benchmark.storage import SampleRecord
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "category_breakdown.py"
-    spec = importlib.util.spec_from_file_location("category_breakdown", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("category_breakdown")
     db = tmp_path / "c.db"
     store = open_store(f"sqlite:///{db}")
     right = {0: [True, False, True, True], 1: [False, False, True, False]}  # categories add, add, mul, mul

@@ -130,4 +130,9 @@ def program(s: Situation) -> str:
 
 def worked_answer(s: Situation) -> str:
     """The math skill's worked answer: the expression read off the story, then its value."""
-    return f"{s.expression} = {s.answer}. The answer is {s.answer}."
+    return worked(s.expression, s.answer)
+
+
+def worked(expression: str, value: int) -> str:
+    """The worked-answer form, for any story whose expression is known (also the manual's problems)."""
+    return f"{expression} = {value}. The answer is {value}."

@@ -31,7 +31,11 @@ PRODUCT_SALT = 104_729  # the product problems' own random stream
 
 
 def prompt(s: world.Situation) -> str:
-    return f"Question: {world.story(s)}\nAnswer:"
+    return question(world.story(s))
+
+
+def question(story: str) -> str:
+    return f"Question: {story}\nAnswer:"
 
 
 def answer(s: world.Situation) -> str:
@@ -52,8 +56,8 @@ def build_train(n: int, seed: int, digits: tuple[int, int] = TRAIN_DIGITS, produ
     pool = manual.products()["pretrain_qa"]
     for i in range(n_products):  # the four operations equally often, as in the task that needs them
         problem = manual.draw_problem(rng, pool, world.OPS[i % len(world.OPS)])
-        examples.append({"prompt": f"Question: {problem.story()}\nAnswer:",
-                         "completion": f" {problem.expression} = {problem.answer}. The answer is {problem.answer}."})
+        examples.append({"prompt": question(problem.story()),
+                         "completion": " " + world.worked(problem.expression, problem.answer)})
     rng.shuffle(examples)
     return examples
 
