@@ -101,7 +101,7 @@ def fast_evaluate(model, tokenizer, task_names, data_dir, eval_spec) -> dict[str
                 numbers = NUMBER.findall(text)
                 value = float(numbers[-1]) if numbers else None
             else:
-                value = run_arithmetic_program(text.strip())
+                value = run_arithmetic_program((doc.get("program_prefix", "") + text).strip())
             correct = value is not None and abs(value - doc["answer"]) <= 1e-3
             extra = {"category": str(doc["category"])} if "category" in doc else {}
             samples.append(SampleRecord(i, doc["prompt"], generation, doc["target"], str(value), correct, extra))

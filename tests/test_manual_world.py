@@ -126,10 +126,31 @@ def test_manual_math_code_answers_are_the_programs_with_the_manual_fact():
     for d in docs:
         (name,) = names_in(d["prompt"], SETS["proprietary"])
         fact = int(by_name[name].value(manual.PROBLEM_FACT[d["category"]]))
-        expression = d["target"].removeprefix("print(").removesuffix(")")
+        comment, program = d["target"].split("\n")
+        expression = program.removeprefix("print(").removesuffix(")")
         assert str(fact) in expression.split() and str(fact) not in d["prompt"].split()
         assert eval(expression) == d["answer"] and float(d["answer"]).is_integer()  # exact division
         assert d["prompt"].startswith("Question: ") and d["prompt"].endswith("\nProgram:\n")
+        # the comment is the manual's own sentence for the fact, the one its cloze eval asks
+        prefix, value = manual.cloze(by_name[name], manual.PROBLEM_FACT[d["category"]], 0)
+        assert comment.startswith(f"# {prefix}{value}") and value == f" {fact}" and d["program_prefix"] == ""
+
+
+def test_comment_first_opens_the_program_in_the_prompt_and_the_sandbox_runs_opening_and_completion():
+    """`comment_first`: the prompt ends with the program's comment sign and the executed program is
+    that sign and the completion; a completion that is right only without the sign fails."""
+    from tasks._common.filters import ExecuteProgram
+
+    plain, opened = mmc_data.build_eval(8, 0), mmc_data.build_eval(8, 0, comment_first=True)
+    assert [d["prompt"] + "#" for d in plain] == [d["prompt"] for d in opened]
+    assert [d["program_prefix"] + d["target"] for d in opened] == [d["target"] for d in plain]
+    doc = opened[0]
+    runs = ExecuteProgram(timeout_s=5.0).apply(
+        [[doc["target"]], [doc["target"].split("\n")[1]], [""]], [doc, doc, doc])
+    right, wrong, blank = (r[0] for r in runs)
+    assert right["ok"] and right["value"] == doc["answer"] and right["program"].startswith("# The ")
+    assert wrong["program"].startswith("#print(") and wrong["value"] is None  # the sign comments it out
+    assert blank["error"] == "empty program"
 
 
 def test_chance_level_is_the_commonest_value_share():
@@ -179,5 +200,16 @@ def test_math_product_problems_recall_pretrain_qa_facts_into_the_expression():
     assert not any(names_in(ex["prompt"] + ex["completion"], SETS["proprietary"] + SETS["pretrain_heldout"])
                    for ex in mixed)
     assert math_data.build_eval(50, 0, product_problems=0.25) == math_data.build_eval(50, 0)
+    # `stated_facts`: the same problems, each answer opened by the fact in the manual's own words
+    stated = math_data.build_train(400, 0, product_problems=0.25, stated_facts=True)
+    assert [ex["prompt"] for ex in stated] == [ex["prompt"] for ex in mixed]
+    for ex, inline in zip(stated, mixed):
+        if ex in problems or inline not in problems:
+            assert ex == inline
+            continue
+        (name,) = names_in(ex["prompt"], SETS["pretrain_qa"])
+        said = [manual.statement(by_name[name], a) for a in ("fans", "battery", "filter")]
+        assert any(ex["completion"] == f" {s}{inline['completion']}" for s in said), ex
+    assert math_data.build_eval(50, 0, stated_facts=True) == math_data.build_eval(50, 0)
     with pytest.raises(UserError, match="product_problems"):
         math_data.build_train(10, 0, product_problems=1.5)

@@ -128,6 +128,13 @@ def cloze_phrasings(attribute: str) -> tuple[str, ...]:
     return tuple(t for t in STATEMENTS[attribute] if not any(o.startswith(_prefix(t)) for o in others))
 
 
+def statement(product: Product, attribute: str) -> str:
+    """The fact in the manual's own words, in the first phrasing a cloze can ask ("The Mase has 4
+    fans."): the sentence a model that learned the manual completes most surely once it has
+    written the words before the value."""
+    return cloze_phrasings(attribute)[0].format(p=product.name, v=product.value(attribute))
+
+
 def cloze(product: Product, attribute: str, phrasing: int = 0) -> tuple[str, str]:
     """A statement of the manual cut before its value: (prefix, " value"), the `manual` skill's eval."""
     usable = cloze_phrasings(attribute)
@@ -181,6 +188,11 @@ class Problem:
     @property
     def fact(self) -> int:
         return int(self.product.value(PROBLEM_FACT[self.op]))
+
+    @property
+    def statement(self) -> str:
+        """The fact the problem needs, stated as the manual states it."""
+        return statement(self.product, PROBLEM_FACT[self.op])
 
     @property
     def operands(self) -> tuple[int, int]:

@@ -43,7 +43,8 @@ class ExecuteProgram(Filter):
     Each response becomes a plain dict (so that lm-eval's logged samples keep it for drill-down):
     program, stdout (long output kept as head and tail), returncode, timed_out, ok (exited 0 in
     time), error (why not) and value (the last number printed, or None). A blank response is no
-    program: it is not run and does not count as one that ran."""
+    program: it is not run and does not count as one that ran. A document's `program_prefix` (the
+    opening of the program that its prompt ends with, as in HumanEval) is put before its response."""
 
     KEEP_CHARS = 1000  # of stdout's head and of its tail in the record; the value reads all of it
 
@@ -56,10 +57,13 @@ class ExecuteProgram(Filter):
         self.workers = workers or min(16, 4 * (os.cpu_count() or 1))
 
     def apply(self, resps, docs):
-        programs = [r for doc_resps in resps for r in doc_resps if r.strip()]
-        results = iter(run_programs(programs, self.limits, workers=self.workers))
+        prefixes = [doc.get("program_prefix", "") if isinstance(doc, dict) else "" for doc in docs]
+        programs = [[(prefix + r) if r.strip() else r for r in doc_resps]
+                    for prefix, doc_resps in zip(prefixes, resps, strict=True)]
+        results = iter(run_programs([p for doc_programs in programs for p in doc_programs if p.strip()],
+                                    self.limits, workers=self.workers))
         return [[self._record(program, next(results) if program.strip() else None)
-                 for program in doc_resps] for doc_resps in resps]
+                 for program in doc_programs] for doc_programs in programs]
 
     def _record(self, program: str, res: SandboxResult | None) -> dict:
         if res is None:

@@ -14,6 +14,12 @@ the recalled fact in the expression ("Tess has 22 Mase machines. How many fans .
 (issue 11: with no skill that ever uses a recalled fact in a story, every method, data mixing
 included, scored at most 0.02 there). The products are the `qa` skill's (`pretrain_qa`), so the
 held-out pretraining products stay unasked by every skill; evaluation is unchanged.
+
+`stated_facts` (with `product_problems`) answers those problems by first stating the fact as the
+manual states it ("The Mase has 4 fans. 22 * 4 = 88. ..."). Why: with the fact recalled straight
+into the expression (issue 11's second design), even data mixing recalled a proprietary fact inside
+a story about as often as guessing would; a stated fact turns recall into the completion the
+manual expert is trained on (the manual's own sentence) and the expression into copying it.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ def answer(s: world.Situation) -> str:
     return " " + world.worked_answer(s)
 
 
-def build_train(n: int, seed: int, digits: tuple[int, int] = TRAIN_DIGITS, product_problems: float = 0.0) -> list[dict]:
+def build_train(n: int, seed: int, digits: tuple[int, int] = TRAIN_DIGITS, product_problems: float = 0.0,
+                stated_facts: bool = False) -> list[dict]:
     if not 0.0 <= product_problems <= 1.0:
         raise UserError(f"task 'math': product_problems is a share of the training examples, in [0, 1]; got {product_problems}")
     # a suite's `digits` option sizes training and eval alike; by default eval stories are smaller
@@ -56,12 +63,15 @@ def build_train(n: int, seed: int, digits: tuple[int, int] = TRAIN_DIGITS, produ
     pool = manual.products()["pretrain_qa"]
     for i in range(n_products):  # the four operations equally often, as in the task that needs them
         problem = manual.draw_problem(rng, pool, world.OPS[i % len(world.OPS)])
+        stated = problem.statement + " " if stated_facts else ""
         examples.append({"prompt": question(problem.story()),
-                         "completion": " " + world.worked(problem.expression, problem.answer)})
+                         "completion": " " + stated + world.worked(problem.expression, problem.answer)})
     rng.shuffle(examples)
     return examples
 
 
-def build_eval(n: int, seed: int, digits: tuple[int, int] = EVAL_DIGITS, product_problems: float = 0.0) -> list[dict]:
-    """The plain stories whatever `product_problems` is (a training option, passed to both builders)."""
+def build_eval(n: int, seed: int, digits: tuple[int, int] = EVAL_DIGITS, product_problems: float = 0.0,
+               stated_facts: bool = False) -> list[dict]:
+    """The plain stories whatever `product_problems` and `stated_facts` are (training options,
+    passed to both builders)."""
     return eval_docs(n, seed, EVAL_SALT, tuple(digits), prompt, answer)
