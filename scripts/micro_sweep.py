@@ -37,7 +37,8 @@ from benchmark.storage import SampleRecord, ScoreRecord, open_store
 from benchmark.suite import Suite, load_suite
 from benchmark.taskinfo import TASKS
 from benchmark.validity import Bar, agreement_across_bases, assess
-from category_breakdown import breakdown  # a sibling script: scripts/ is on sys.path when one runs
+from category_breakdown import breakdown  # sibling scripts: scripts/ is on sys.path when one runs
+from manual_problem_parts import parts
 
 PROGRAM_STOPS = ["\n\n", "Question:", "Instruction:", "Program:", "Answer:"]
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -165,7 +166,8 @@ def primary_scores(db: Path, suite_name: str) -> dict[tuple[str, str, int], floa
 
 def score_record(db: Path, suite: Suite, overrides: dict, seconds: float) -> dict:
     """A variant's results as a small JSON record: every primary score per (method, task, seed),
-    and per-category counts of the composite tasks from the stored samples.
+    per-category counts of the composite tasks from the stored samples, and which parts of the
+    manual_math_code programs are right (scripts/manual_problem_parts.py).
 
     A base build is an hour of this machine, and a session can end before the next build runs;
     the databases and caches do not outlive the machine, while these records can be committed.
@@ -174,6 +176,9 @@ def score_record(db: Path, suite: Suite, overrides: dict, seconds: float) -> dic
     categories = {task: {method: {c: sorted(v) for c, v in per.items()} for method, per in
                          breakdown(reader, suite.name, task).items()}
                   for task in suite.tasks if TASKS.get(task).kind == "composite"}
+    program_parts = ({method: {str(seed): shares for seed, shares in per.items()}
+                      for method, per in parts(reader, suite.name).items()}
+                     if "manual_math_code" in suite.tasks else {})
     reader.close()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parent).stdout.strip()
@@ -183,7 +188,7 @@ def score_record(db: Path, suite: Suite, overrides: dict, seconds: float) -> dic
                          for name in ("torch", "transformers", "peft", "lm_eval")},
             "scores": [{"method": m, "task": t, "seed": s, "value": v}
                        for (m, t, s), v in sorted(primary_scores(db, suite.name).items())],
-            "categories": categories}
+            "categories": categories, "manual_math_code_parts": program_parts}
 
 
 def record_scores(record: dict) -> dict[tuple[str, str, int], float]:

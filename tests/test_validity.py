@@ -155,6 +155,35 @@ def test_category_breakdown_pools_seeds_per_category(tmp_path):
     assert sorted(table["cat"]["mul"]) == [(0, 2, 2), (1, 2, 1)]
 
 
+@pytest.mark.parametrize("comment_first", [False, True])
+def test_manual_problem_parts_tell_which_part_of_a_program_is_wrong(comment_first):
+    """scripts/manual_problem_parts.py: each part is judged on its own, and a print under the
+    comment sign (a `comment_first` prompt answered as a bare program) is no program."""
+    from benchmark.micro import manual
+    from tasks.manual_math_code import data as mmc_data
+
+    module = load_script("manual_problem_parts")
+    problem = manual.Problem("mul", 22, manual.products()["proprietary"][0], "Ann")
+    fact = problem.fact
+    doc = next(d for d in mmc_data.build_eval(40, 0, comment_first=comment_first) if d["category"] == "mul")
+    doc = {**doc, "prompt": mmc_data.prompt(problem, comment_first),
+           "target": mmc_data.reference_program(problem).removeprefix(doc["program_prefix"])}
+    opening = "#" if comment_first else ""
+    other = fact % 9 + 1  # another fan count
+    cases = {  # generation (after the prompt's opening) -> the parts it has right
+        doc["target"]: set(module.PARTS) - {"right"},
+        f"{'' if comment_first else '#'} The {problem.product.name} has {other} fans.\nprint(22 * {fact})":
+            {"op", "n", "fact", "stated"},
+        f"{'' if comment_first else '#'} The {problem.product.name} has {fact} fans.\nprint(22 + {other})":
+            {"n", "stated", "stated_right"},
+        f"print(22 * {fact})": set() if comment_first else {"op", "n", "fact"},
+    }
+    for generation, expected in cases.items():
+        got = module.program_parts(doc["prompt"], generation, doc["target"], False)
+        assert {p for p, ok in got.items() if ok} == expected, (opening, generation, got)
+    assert module.program_parts(doc["prompt"], doc["target"], doc["target"], True)["right"]
+
+
 def load_script(name: str):
     import importlib.util
     import sys
