@@ -7,6 +7,7 @@ import random
 import re
 
 import pytest
+import torch
 from scipy.stats import kendalltau
 from typer.testing import CliRunner
 
@@ -231,3 +232,69 @@ def test_sweep_records_keep_every_score_and_report_the_bar_across_builds(tmp_pat
     tau = re.search(r"math_code: mean (-?\d\.\d+)", shown)
     expected = 1.0 if same_order else kendalltau([0.0, 0.05, 0.1, 0.36, 0.51], [0.2, 0.05, 0.0, 0.6, 0.4]).statistic
     assert tau and float(tau.group(1)) == pytest.approx(expected, abs=1e-3)
+
+
+class ScriptedModel(torch.nn.Module):
+    """A causal LM whose next token is set by rules on the text so far: a model whose answers at
+    form_conflict's forks are known. `close` picks ")" over " =" after the whole expression;
+    `operation(prompt)` names the operator it puts after the first operand."""
+
+    def __init__(self, tokenizer, close: bool, operation):
+        super().__init__()
+        self.tokenizer, self.close, self.operation = tokenizer, close, operation
+
+    def forward(self, input_ids):
+        text = self.tokenizer.decode(input_ids[0])
+        logits = torch.zeros(1, input_ids.shape[1], len(self.tokenizer))
+        prompt = text[: text.index("Program:\n") + len("Program:\n")]
+        tail = text[len(prompt):]
+        if not tail:
+            nxt = "print"
+        elif re.fullmatch(r"print\(\d+ [-+*/] \d+", tail):
+            nxt = ")" if self.close else " ="
+        else:
+            nxt = " " + {"add": "+", "sub": "-", "mul": "*", "div": "/"}[self.operation(prompt)]
+        logits[0, -1, self.tokenizer.encode(nxt, add_special_tokens=False)[0]] = 40.0
+        return type("Output", (), {"logits": logits})()
+
+
+def test_form_conflict_reads_the_forks_of_a_model_with_known_answers():
+    """scripts/form_conflict.py on scripted models: one that closes the program and picks each
+    story's operation, one that goes on with " =" and always adds (right on the add stories only)."""
+    from benchmark.micro.tokenizer import train_tokenizer
+    from tasks.math_code.data import build_eval
+
+    module = load_script("form_conflict")
+    docs = build_eval(24, 0)
+    tokenizer = train_tokenizer([d["prompt"] + d["target"] + " = 5. 1 + 2 - 3 * 4 / 5" for d in docs] * 20, 400)
+    category = {d["prompt"]: d["category"] for d in docs}
+    right = module.fork_probabilities(ScriptedModel(tokenizer, True, category.get), tokenizer, docs)
+    assert right == pytest.approx({"first print": 1.0, "close": 1.0, "equals": 0.0, "op right": 1.0}, abs=1e-6)
+    adds = sum(d["category"] == "add" for d in docs) / len(docs)
+    assert 0 < adds < 1
+    wrong = module.fork_probabilities(ScriptedModel(tokenizer, False, lambda p: "add"), tokenizer, docs)
+    assert wrong == pytest.approx({"first print": 1.0, "close": 0.0, "equals": 1.0, "op right": adds}, abs=1e-6)
+    with pytest.raises(ValueError, match="not one"):
+        module.single_token(tokenizer, "Question: Uma")
+
+
+def test_form_conflict_merges_are_the_weighted_sums_of_the_deltas():
+    """form_conflict.merged_model against the deltas added by hand: [0, 0] is the base, [1, 0] the
+    first expert's model, [0.5, 2] the weighted sum; the base itself is left as it was."""
+    from benchmark.lora import Expert, lora_scale
+    from tests.lora_fixtures import add_dense, random_factors, tiny_llama
+
+    module = load_script("form_conflict")
+    base = tiny_llama()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    generator = torch.Generator().manual_seed(3)
+    names = ["model.layers.0.self_attn.q_proj", "model.layers.1.mlp.up_proj"]
+    experts = [Expert(n, {m: random_factors(tuple(base.get_submodule(m).weight.shape), 2, lora_scale(4, 2),
+                                            generator, std=0.1) for m in names}) for n in ("math", "code")]
+    for weights in ([0.0, 0.0], [1.0, 0.0], [0.5, 2.0]):
+        expected = add_dense(base, {m: sum(w * e.modules[m].delta() for e, w in zip(experts, weights))
+                                    for m in names})
+        got = module.merged_model(base, experts, weights).state_dict()
+        for key, value in expected.state_dict().items():
+            assert torch.allclose(got[key], value, atol=1e-5), (weights, key)
+    assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items())
