@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from scipy.stats import kendalltau
 from typer.testing import CliRunner
 
@@ -298,3 +300,22 @@ def test_form_conflict_merges_are_the_weighted_sums_of_the_deltas():
         for key, value in expected.state_dict().items():
             assert torch.allclose(got[key], value, atol=1e-5), (weights, key)
     assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items())
+
+
+def test_the_micro_compose_suite_is_the_measured_design_c_on_base_seed_0():
+    """reports/issue11/ holds design c's scores from scripts/sweep_issue11c.yaml; the embedded suite
+    that users run must be that variant exactly (one changed field and its rows would describe
+    another world), and so build the same base."""
+    from benchmark.keys import base_recipe_hash
+    from benchmark.suite import load_suite
+
+    sweep = load_script("micro_sweep")
+    variants = yaml.safe_load((Path(__file__).resolve().parent.parent / "scripts/sweep_issue11c.yaml").read_text())
+    measured = sweep.variant_suite(load_suite("micro"), variants["c_base0"]).model_dump(mode="json")
+    shipped = load_suite("micro-compose").model_dump(mode="json")
+    for field in ("name", "description"):
+        measured.pop(field), shipped.pop(field)
+    assert shipped == measured
+    assert base_recipe_hash(load_suite("micro-compose")) == base_recipe_hash(
+        sweep.variant_suite(load_suite("micro"), variants["c_base0"]))
+    assert base_recipe_hash(load_suite("micro-compose")) != base_recipe_hash(load_suite("micro"))
